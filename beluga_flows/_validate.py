@@ -1,0 +1,61 @@
+"""Small validators shared by every builder: each raises ``INVALID_CONFIG`` naming the field."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from .errors import ErrorCode, OrchestratorError
+
+__all__ = ["config_error", "non_negative_int", "seconds", "tags"]
+
+MAX_SECONDS = 24 * 3600.0
+
+
+def config_error(owner: str, message: str) -> OrchestratorError:
+    """An ``INVALID_CONFIG`` error raised while building ``owner``."""
+    return OrchestratorError(owner, message, ErrorCode.INVALID_CONFIG)
+
+
+def seconds(
+    owner: str, field: str, value: Any, *, allow_zero: bool = False, allow_none: bool = True
+) -> float | None:
+    """Normalise a ``float | int | timedelta`` duration to float seconds, once."""
+    if value is None:
+        if allow_none:
+            return None
+        raise config_error(owner, f"{field} is required")
+    if isinstance(value, dt.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise config_error(
+            owner, f"{field} must be seconds (int, float or timedelta), got {value!r}"
+        )
+    value = float(value)
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise config_error(owner, f"{field} must be {bound}, got {value!r}")
+    if value > MAX_SECONDS and field.endswith("timeout"):
+        raise config_error(owner, f"{field} must be at most 24 h, got {value!r}")
+    return value
+
+
+def non_negative_int(owner: str, field: str, value: Any, *, maximum: int | None = None) -> int:
+    """Validate a count such as ``retries``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise config_error(owner, f"{field} must be an int >= 0, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise config_error(owner, f"{field} must be at most {maximum}, got {value!r}")
+    return value
+
+
+def tags(owner: str, value: Any) -> tuple[str, ...]:
+    """Tags are a string or an iterable of non-empty strings."""
+    items = (value,) if isinstance(value, str) else value
+    try:
+        result = tuple(items)
+    except TypeError:
+        raise config_error(owner, f"tags must be strings, got {value!r}") from None
+    if not all(isinstance(t, str) and t for t in result):
+        raise config_error(owner, f"tags must be non-empty strings, got {value!r}")
+    return result

@@ -1,0 +1,310 @@
+"""``@step`` and ``@flow``: they validate options, attach a frozen spec, and run nothing.
+
+A decorated function stays usable as itself: ``.fn`` is the original, calling the
+decorated object runs it through the engine in force (a Prefect task run or flow run
+by default; see :mod:`beluga_flows.engine`).
+
+Example::
+
+    import beluga_flows as bf
+
+    @bf.step(retries=2, timeout=5)
+    async def fetch(url: str) -> dict: ...
+
+    @bf.flow
+    def pipeline(n: int) -> int:
+        return sum(double(i) for i in range(n))
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from . import _execute
+from ._validate import config_error, non_negative_int, seconds, tags as check_tags
+from .engine import current_engine
+from .retry import RetryPolicy
+from .runnable import Runnable
+
+__all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "flow", "step"]
+
+# Options of the contract that later releases enforce; accepting them silently
+# would be worse than a clear error today.
+_NOT_YET = ("concurrency", "max_concurrency", "rate_limit", "circuit_breaker")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSpec:
+    """The validated options of a step."""
+
+    name: str
+    description: str | None = None
+    retry_policy: RetryPolicy | None = None
+    timeout: float | None = None
+    cache: bool = False
+    tags: tuple[str, ...] = ()
+    track: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowSpec:
+    """The validated options of a flow."""
+
+    name: str
+    description: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    max_workers: int | None = None
+    task_runner: Any = field(default=None, compare=False)
+    tags: tuple[str, ...] = ()
+
+
+def _name(owner: str, value: Any, fn: Callable[..., Any]) -> str:
+    if value is None:
+        return getattr(fn, "__name__", None) or type(fn).__name__
+    if not isinstance(value, str) or not value.strip():
+        raise config_error(owner, f"name must be a non-empty string, got {value!r}")
+    return value
+
+
+def _description(owner: str, value: Any, fn: Callable[..., Any]) -> str | None:
+    if value is None:
+        return inspect.getdoc(fn)
+    if not isinstance(value, str):
+        raise config_error(owner, f"description must be a string, got {value!r}")
+    return value
+
+
+def _bool(owner: str, field_name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise config_error(owner, f"{field_name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_callable(owner: str, fn: Any) -> None:
+    if not callable(fn) or isinstance(fn, type):
+        raise config_error(owner, f"expected a function, got {fn!r}")
+
+
+class Step(Runnable):
+    """A decorated step: call it like the function, or use it as a :class:`Runnable`.
+
+    Calling a sync step returns its value; calling an async step returns an
+    awaitable. ``invoke(input)`` passes ``input`` as the single argument.
+    """
+
+    def __init__(self, fn: Callable[..., Any], spec: StepSpec) -> None:
+        self.fn = fn
+        self.spec = spec
+        self.name = spec.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self._memo: dict[str, Any] = {}  # in-process cache for cache=True inline runs
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_async:
+            return current_engine().run_step(self, args, kwargs)
+        return _execute.run_sync(lambda: current_engine().run_step(self, args, kwargs))
+
+    async def ainvoke(self, input: Any, **opts: Any) -> Any:
+        return await current_engine().run_step(self, (input,), {})
+
+    def __repr__(self) -> str:
+        return f"<step {self.name!r}>"
+
+
+class Flow:
+    """A decorated flow: calling it starts a flow run (a sub-flow inside another).
+
+    A sync flow returns its value; an async flow returns an awaitable.
+    """
+
+    def __init__(self, fn: Callable[..., Any], spec: FlowSpec) -> None:
+        self.fn = fn
+        self.spec = spec
+        self.name = spec.name
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn, updated=())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.is_async:
+            return current_engine().run_flow(self, args, kwargs)
+        return _execute.run_sync(lambda: current_engine().run_flow(self, args, kwargs))
+
+    def to_prefect(self) -> Any:
+        """The ``prefect.Flow`` behind this flow (for ``serve``/``deploy``)."""
+        from .engine.prefect import prefect_flow
+
+        return prefect_flow(self)
+
+    def __repr__(self) -> str:
+        return f"<flow {self.name!r}>"
+
+
+def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
+    owner = "step"
+    for key in _NOT_YET:
+        if options.get(key) is not None:
+            raise config_error(
+                owner,
+                f"{key}= is not available in this release yet (circuit breakers and "
+                "limits arrive with the resilience work)",
+            )
+    retries = non_negative_int(owner, "retries", options["retries"], maximum=100)
+    policy = options["retry_policy"]
+    if policy is not None and not isinstance(policy, RetryPolicy):
+        raise config_error(owner, f"retry_policy must be a RetryPolicy, got {policy!r}")
+    if policy is not None and retries:
+        raise config_error(owner, "give retries= or retry_policy=, not both")
+    if policy is None and retries:
+        policy = RetryPolicy.from_retries(retries)
+    return StepSpec(
+        name=_name(owner, options["name"], fn),
+        description=_description(owner, options["description"], fn),
+        retry_policy=policy,
+        timeout=seconds(owner, "timeout", options["timeout"]),
+        cache=_bool(owner, "cache", options["cache"]),
+        tags=check_tags(owner, options["tags"]),
+        track=_bool(owner, "track", options["track"]),
+    )
+
+
+@overload
+def step(fn: Callable[..., Any], /) -> Step: ...
+@overload
+def step(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = ...,
+    description: str | None = ...,
+    retries: int = ...,
+    retry_policy: RetryPolicy | None = ...,
+    timeout: Any = ...,
+    concurrency: str | None = ...,
+    max_concurrency: int | None = ...,
+    rate_limit: str | None = ...,
+    circuit_breaker: Any = ...,
+    cache: bool = ...,
+    tags: Any = ...,
+    track: bool = ...,
+) -> Callable[[Callable[..., Any]], Step]: ...
+def step(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    retries: int = 0,
+    retry_policy: RetryPolicy | None = None,
+    timeout: Any = None,
+    concurrency: str | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
+    circuit_breaker: Any = None,
+    cache: bool = False,
+    tags: Any = (),
+    track: bool = True,
+) -> Step | Callable[[Callable[..., Any]], Step]:
+    """Make a function a step: a Prefect task run with retries and a timeout.
+
+    ``retries=n`` is shorthand for ``RetryPolicy(max_attempts=n + 1)`` (exponential
+    backoff from 0.5 s); ``timeout`` (seconds or ``timedelta``) bounds each attempt
+    and raises ``TIMEOUT``; ``track=False`` runs inline without a task run, same
+    policies. Bad options raise ``INVALID_CONFIG`` here, not at run time.
+
+    Example::
+
+        @bf.step(retry_policy=bf.RetryPolicy(max_attempts=5), timeout=10)
+        def fetch(url: str) -> bytes: ...
+    """
+    options = dict(
+        name=name, description=description, retries=retries, retry_policy=retry_policy,
+        timeout=timeout, concurrency=concurrency, max_concurrency=max_concurrency,
+        rate_limit=rate_limit, circuit_breaker=circuit_breaker, cache=cache, tags=tags,
+        track=track,
+    )
+
+    def decorate(f: Callable[..., Any]) -> Step:
+        _check_callable("step", f)
+        return Step(f, _step_spec(f, options))
+
+    return decorate if fn is None else decorate(fn)
+
+
+def as_step(obj: Any, owner: str = "step") -> Step | Runnable:
+    """A chain or graph member: Runnables as they are, plain callables as tracked steps."""
+    if isinstance(obj, Runnable):
+        return obj
+    _check_callable(owner, obj)
+    return step(obj)
+
+
+def _task_runner(owner: str, value: Any) -> Any:
+    if value is not None and not (hasattr(value, "submit") and hasattr(value, "duplicate")):
+        raise config_error(owner, f"task_runner must be a Prefect TaskRunner, got {value!r}")
+    return value
+
+
+@overload
+def flow(fn: Callable[..., Any], /) -> Flow: ...
+@overload
+def flow(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = ...,
+    description: str | None = ...,
+    timeout: Any = ...,
+    retries: int = ...,
+    max_workers: int | None = ...,
+    task_runner: Any = ...,
+    tags: Any = ...,
+) -> Callable[[Callable[..., Any]], Flow]: ...
+def flow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: Any = None,
+    retries: int = 0,
+    max_workers: int | None = None,
+    task_runner: Any = None,
+    tags: Any = (),
+) -> Flow | Callable[[Callable[..., Any]], Flow]:
+    """Make a function a flow: one Prefect flow run per call, visible in the UI.
+
+    ``timeout`` bounds the run (``TIMEOUT``), ``retries`` re-runs a failed flow,
+    ``max_workers`` bounds the steps running at once inside it.
+
+    Example::
+
+        @bf.flow(timeout=60)
+        def nightly(day: str) -> dict: ...
+    """
+    owner = "flow"
+
+    def decorate(f: Callable[..., Any]) -> Flow:
+        _check_callable(owner, f)
+        workers = max_workers
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1000
+        ):
+            raise config_error(owner, f"max_workers must be an int in 1..1000, got {workers!r}")
+        spec = FlowSpec(
+            name=_name(owner, name, f),
+            description=_description(owner, description, f),
+            timeout=seconds(owner, "timeout", timeout),
+            retries=non_negative_int(owner, "retries", retries, maximum=20),
+            max_workers=workers,
+            task_runner=_task_runner(owner, task_runner),
+            tags=check_tags(owner, tags),
+        )
+        return Flow(f, spec)
+
+    return decorate if fn is None else decorate(fn)

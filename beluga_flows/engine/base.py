@@ -1,0 +1,100 @@
+"""The engine seam: the only place where a step, flow or run meets the outside world.
+
+An engine carries out three things: run one step call, run a ``@flow`` body, and
+make sure a body runs inside a flow run (starting one when there is none). The
+policy logic they share lives here and in :mod:`beluga_flows._execute`, written once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import pickle
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from .. import _execute
+
+if TYPE_CHECKING:
+    from ..decorators import Flow, Step
+
+__all__ = ["Engine", "run_flow_body", "run_inline"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What beluga_flows needs from an execution backend."""
+
+    name: str
+
+    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one call of ``step`` with all its policies and return its value."""
+
+    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``flow`` as a flow run (a sub-flow when called inside one)."""
+
+    async def in_flow(
+        self,
+        name: str,
+        body: Callable[[Any], Awaitable[T]],
+        input: Any,
+        *,
+        description: str | None = None,
+    ) -> T:
+        """``await body(input)`` inside a flow run named ``name``: the current one when
+        there is one, else a new one."""
+
+    def run_id(self) -> str | None:
+        """The id of the flow run the caller is in, if any."""
+
+
+_MISS = object()
+
+
+def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    try:
+        blob = pickle.dumps((args, sorted(kwargs.items())), protocol=5)
+    except Exception:
+        return None  # unpicklable inputs are never cached
+    return hashlib.sha256(blob).hexdigest()
+
+
+async def run_inline(
+    step: Step,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    sleep: _execute.Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> Any:
+    """A step call in-process, without a task run: ``retry → timeout → call``."""
+    spec = step.spec
+    key = _cache_key(args, kwargs) if spec.cache else None
+    if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
+        return hit
+
+    async def attempt() -> Any:
+        return await _execute.call_with_timeout(
+            step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
+        )
+
+    async with _execute.flow_slot():
+        result = await _execute.retrying(attempt, spec.retry_policy, sleep=sleep, rng=rng)
+    if key is not None:
+        step._memo[key] = result
+    return result
+
+
+async def run_flow_body(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A ``@flow`` body with its timeout and its ``max_workers`` bound on steps."""
+    spec = flow.spec
+    token = _execute.set_flow_limit(spec.max_workers)
+    try:
+        return await _execute.call_with_timeout(
+            flow.fn, args, kwargs, spec.timeout, op="flow", name=spec.name, preempt=False
+        )
+    finally:
+        _execute._FLOW_LIMIT.reset(token)

@@ -1,0 +1,71 @@
+"""The in-process engine: the same semantics as the Prefect engine, no Prefect API.
+
+Used by ``provider="local"``, by ``track=False`` steps, and by tests that need an
+injected clock (``LocalEngine(sleep=FakeClock().sleep)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import _execute
+from ..retry import RetryPolicy
+from .base import run_flow_body, run_inline
+
+if TYPE_CHECKING:
+    from ..decorators import Flow, Step
+
+__all__ = ["LocalEngine"]
+
+T = TypeVar("T")
+
+
+class LocalEngine:
+    """Run everything in the calling process: retries, timeouts and limits included.
+
+    Example::
+
+        engine = LocalEngine(sleep=FakeClock().sleep, rng=random.Random(7))
+    """
+
+    name = "local"
+
+    def __init__(
+        self, *, sleep: _execute.Sleep = asyncio.sleep, rng: random.Random | None = None
+    ) -> None:
+        self.sleep = sleep
+        self.rng = rng
+
+    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await run_inline(step, args, kwargs, sleep=self.sleep, rng=self.rng)
+
+    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # Like Prefect's flow retries: any failure, immediately, ``retries`` times.
+        retries = flow.spec.retries
+        policy = (
+            RetryPolicy(max_attempts=retries + 1, initial_delay=0, jitter=0, retry_on=(Exception,))
+            if retries
+            else None
+        )
+        return await _execute.retrying(
+            lambda: run_flow_body(flow, args, kwargs), policy, sleep=self.sleep
+        )
+
+    async def in_flow(
+        self,
+        name: str,
+        body: Callable[[Any], Awaitable[T]],
+        input: Any,
+        *,
+        description: str | None = None,
+    ) -> T:
+        return await body(input)
+
+    def run_id(self) -> str | None:
+        return None
+
+    def __repr__(self) -> str:
+        return "LocalEngine()"

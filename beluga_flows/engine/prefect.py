@@ -1,0 +1,187 @@
+"""The Prefect adapter: the one module of the core that imports ``prefect``.
+
+* A tracked step is a Prefect task (created once per step, cached on it): its
+  :class:`~beluga_flows.RetryPolicy` becomes ``retries`` / ``retry_delay_seconds`` /
+  ``retry_jitter_factor`` / ``retry_condition_fn`` (a plain function: Prefect
+  silently ignores a partial or a callable object), so each retry is a visible
+  task-run state. The step's timeout is enforced inside the task run by beluga
+  (Prefect's own is best effort), and the error carries ``.attempts``.
+* A ``@flow`` is an *async* Prefect flow whatever the user's function: sync bodies
+  run in a worker thread, so no run pays the ~1.1 s floor of Prefect's sync engine.
+* ``in_flow`` runs a chain/graph body in the current flow run, or starts one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from prefect import Flow as PrefectFlow
+from prefect import Task as PrefectTask
+from prefect import tags as prefect_tags
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.context import FlowRunContext, TaskRunContext
+
+from .. import _execute
+from ..retry import RetryPolicy
+from .base import run_flow_body, run_inline
+
+if TYPE_CHECKING:
+    from ..decorators import Flow, Step
+
+__all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
+
+T = TypeVar("T")
+_MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
+
+
+def _retry_condition(policy: RetryPolicy) -> Callable[..., bool]:
+    # Must stay a plain ``def``: Prefect calls retry_condition_fn only if
+    # inspect.isfunction() is true, and silently disables retries otherwise.
+    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        err = state.data if isinstance(state.data, BaseException) else None
+        if err is None:
+            try:
+                state.result(raise_on_failure=True)
+            except BaseException as exc:
+                err = exc
+        return err is not None and policy.should_retry(err)
+
+    return should_retry
+
+
+def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
+    if policy is None or policy.max_attempts == 1:
+        return {"retries": 0}
+    retries = policy.max_attempts - 1
+    delays = [policy.backoff(n) for n in range(1, min(retries, _MAX_PREFECT_DELAYS) + 1)]
+    return {
+        "retries": retries,
+        "retry_delay_seconds": delays,
+        "retry_jitter_factor": policy.jitter or None,
+        "retry_condition_fn": _retry_condition(policy),
+    }
+
+
+def prefect_task(step: Step) -> PrefectTask[..., Any]:
+    """The Prefect task behind ``step`` (built once)."""
+    task: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
+    if task is not None:
+        return task
+    spec = step.spec
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await _execute.call_with_timeout(
+                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
+            )
+        except Exception as err:
+            ctx = TaskRunContext.get()
+            if ctx is not None:
+                _execute._set_attempts(err, ctx.task_run.run_count)
+            raise
+
+    functools.update_wrapper(run, step.fn)  # parameters as the user wrote them
+    cache = (
+        {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
+        if spec.cache
+        else {"cache_policy": NO_CACHE, "persist_result": False}
+    )
+    task = PrefectTask(
+        fn=run,
+        name=spec.name,
+        description=spec.description,
+        tags=list(spec.tags),
+        **cache,
+        **_retry_options(spec.retry_policy),
+    )
+    step.__dict__["_prefect_task"] = task
+    return task
+
+
+def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
+    """The async Prefect flow behind ``flow`` (built once)."""
+    pf: PrefectFlow[..., Any] | None = flow.__dict__.get("_prefect_flow")
+    if pf is not None:
+        return pf
+    spec = flow.spec
+
+    async def body(*args: Any, **kwargs: Any) -> Any:
+        return await run_flow_body(flow, args, kwargs)
+
+    functools.update_wrapper(body, flow.fn)
+    pf = PrefectFlow(
+        fn=body,
+        name=spec.name,
+        description=spec.description,
+        retries=spec.retries,
+        task_runner=spec.task_runner,
+    )
+    flow.__dict__["_prefect_flow"] = pf
+    return pf
+
+
+# The body of an ad-hoc flow run travels in the context, not as a parameter, so the
+# UI shows only the real input.
+_BODY: contextvars.ContextVar[Callable[[Any], Awaitable[Any]]] = contextvars.ContextVar(
+    "beluga_flow_body"
+)
+
+
+@functools.cache
+def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
+    async def run(input: Any) -> Any:
+        return await _BODY.get()(input)
+
+    return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
+
+
+class PrefectEngine:
+    """Runs steps as Prefect task runs and flows as Prefect flow runs."""
+
+    name = "prefect"
+
+    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not step.spec.track:
+            return await run_inline(step, args, kwargs)
+        task = prefect_task(step)
+        async with _execute.flow_slot():
+            if step.spec.tags:
+                with prefect_tags(*step.spec.tags):
+                    return await task(*args, **kwargs)
+            return await task(*args, **kwargs)
+
+    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        pf = prefect_flow(flow)
+        if flow.spec.tags:
+            with prefect_tags(*flow.spec.tags):
+                return await pf(*args, **kwargs)
+        return await pf(*args, **kwargs)
+
+    async def in_flow(
+        self,
+        name: str,
+        body: Callable[[Any], Awaitable[T]],
+        input: Any,
+        *,
+        description: str | None = None,
+    ) -> T:
+        if FlowRunContext.get() is not None:
+            return await body(input)
+        token = _BODY.set(body)
+        try:
+            result = _adhoc_flow(name, description)(input=input)
+            assert inspect.isawaitable(result)
+            return await result  # type: ignore[no-any-return]
+        finally:
+            _BODY.reset(token)
+
+    def run_id(self) -> str | None:
+        ctx = FlowRunContext.get()
+        return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
+
+    def __repr__(self) -> str:
+        return "PrefectEngine()"

@@ -1,0 +1,176 @@
+"""The one error type of beluga_flows, its codes, and the retry classification.
+
+Hierarchy::
+
+    Exception
+    └── OrchestratorError            .op .code .err .retryable (+ .step, .attempts, .run_id
+                                      when known)
+          codes (ErrorCode, a str enum):
+            retryable      timeout, dependency_failed, resource_exhausted,
+                           circuit_breaker_open, rate_limit_exceeded
+            not retryable  invalid_config, execution_failed, invalid_state, not_found,
+                           invalid_input, workflow_deadlock, task_canceled,
+                           max_retries_exceeded
+
+Control flow (cancellation, pause, terminate) is not an error: it travels as
+``BaseException`` subclasses (``asyncio.CancelledError``, Prefect's signals) that
+retries and breakers never catch.
+
+Example::
+
+    >>> err = OrchestratorError("chain", "step 1 'fetch' failed", ErrorCode.EXECUTION_FAILED)
+    >>> str(err)
+    "orchestrator chain [execution_failed]: step 1 'fetch' failed"
+    >>> err.retryable
+    False
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+import sys
+from typing import Any
+
+__all__ = ["RETRYABLE_CODES", "ErrorCode", "OrchestratorError", "is_retryable"]
+
+
+class ErrorCode(str, enum.Enum):
+    """Why an orchestration operation failed; the value is the lower-case name."""
+
+    INVALID_CONFIG = "invalid_config"
+    EXECUTION_FAILED = "execution_failed"
+    TIMEOUT = "timeout"
+    DEPENDENCY_FAILED = "dependency_failed"
+    RESOURCE_EXHAUSTED = "resource_exhausted"
+    INVALID_STATE = "invalid_state"
+    NOT_FOUND = "not_found"
+    CIRCUIT_BREAKER_OPEN = "circuit_breaker_open"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    INVALID_INPUT = "invalid_input"
+    WORKFLOW_DEADLOCK = "workflow_deadlock"
+    TASK_CANCELED = "task_canceled"
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.TIMEOUT,
+        ErrorCode.DEPENDENCY_FAILED,
+        ErrorCode.RESOURCE_EXHAUSTED,
+        ErrorCode.CIRCUIT_BREAKER_OPEN,
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+    }
+)
+
+_TRANSIENT_HTTP_STATUS = frozenset({429, 502, 503, 504})
+
+
+class OrchestratorError(Exception):
+    """An orchestration failure with a machine-readable :class:`ErrorCode`.
+
+    ``err_or_message`` is either the underlying exception (kept as ``.err`` and as
+    ``__cause__``) or a message string. Extra keyword attributes (``step=``,
+    ``attempts=``, ``run_id=`` …) are stored on the error for callers to inspect.
+
+    Example::
+
+        raise OrchestratorError("step", "deadline of 2s passed", ErrorCode.TIMEOUT)
+    """
+
+    def __init__(
+        self,
+        op: str,
+        err_or_message: BaseException | str,
+        code: ErrorCode | str = ErrorCode.EXECUTION_FAILED,
+        **attrs: Any,
+    ) -> None:
+        self.op = op
+        self.code = ErrorCode(code)
+        if isinstance(err_or_message, BaseException):
+            self.err: BaseException | None = err_or_message
+            self.message = str(err_or_message) or type(err_or_message).__name__
+            self.__cause__ = err_or_message
+        else:
+            self.err = None
+            self.message = str(err_or_message)
+        for key, value in attrs.items():
+            setattr(self, key, value)
+        super().__init__(str(self))
+
+    @property
+    def retryable(self) -> bool:
+        """True when retrying the same operation may succeed (see ``RETRYABLE_CODES``)."""
+        return self.code in RETRYABLE_CODES
+
+    def __str__(self) -> str:
+        return f"orchestrator {self.op} [{self.code.value}]: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"OrchestratorError(op={self.op!r}, code={self.code.value!r}, message={self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (Dask workers, subprocess runs): keep the
+        # wrapped error when it pickles, else its text, never fail to pickle.
+        err: BaseException | str = self.err if self.err is not None else self.message
+        if self.err is not None:
+            try:
+                pickle.dumps(self.err)
+            except Exception:
+                err = f"{type(self.err).__name__}: {self.message}"
+        state = {k: v for k, v in self.__dict__.items() if k not in {"op", "code", "err"}}
+        state = {k: v for k, v in state.items() if _picklable(v)}
+        return (_rebuild, (type(self), self.op, err, self.code.value, self.message), state)
+
+
+def _rebuild(
+    cls: type[OrchestratorError], op: str, err: BaseException | str, code: str, message: str
+) -> OrchestratorError:
+    new = cls(op, err, code)
+    new.message = message
+    return new
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True
+
+
+def _http_status(err: BaseException) -> int | None:
+    status = getattr(err, "status_code", None)
+    if status is None:
+        response = getattr(err, "response", None)
+        status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_retryable(err: BaseException) -> bool:
+    """Whether ``err`` is worth retrying.
+
+    True for the retryable codes, ``TimeoutError``, ``ConnectionError``, httpx
+    transport errors and HTTP 429/502/503/504 responses; False for everything else,
+    including control flow (cancellation).
+
+    Example::
+
+        >>> is_retryable(TimeoutError())
+        True
+        >>> is_retryable(ValueError("bad"))
+        False
+    """
+    if isinstance(err, OrchestratorError):
+        return err.retryable
+    if not isinstance(err, Exception):
+        return False
+    if isinstance(err, TimeoutError | ConnectionError):
+        return True
+    httpx = sys.modules.get("httpx")  # an httpx error implies httpx is imported
+    if httpx is not None and isinstance(err, httpx.TransportError):
+        return True
+    return _http_status(err) in _TRANSIENT_HTTP_STATUS
