@@ -89,6 +89,21 @@ class LocalServer:
         env: Mapping[str, str] | None = None,
     ) -> LocalServer:
         """Start the server and wait until its API answers (``RESOURCE_EXHAUSTED`` if not)."""
+        server = cls.launch(home, host=host, port=port, log=log, env=env)
+        server.wait_ready(timeout)
+        return server
+
+    @classmethod
+    def launch(
+        cls,
+        home: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> LocalServer:
+        """Start the server process without waiting (call :meth:`wait_ready`)."""
         home.mkdir(parents=True, exist_ok=True)
         server = cls(host=host, port=port or free_port(host), home=home)
         child_env = {**os.environ, **(env or {}), **prefect_env(home)}
@@ -100,10 +115,11 @@ class LocalServer:
             env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         out.close()
-        server.wait_ready(timeout)
         return server
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the API answers; ``RESOURCE_EXHAUSTED`` if the process died,
+        ``TIMEOUT`` if it never answered."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

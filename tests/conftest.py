@@ -1,0 +1,59 @@
+"""Session set-up: one real Prefect server (SQLite, loopback) for the whole run.
+
+The environment is fixed here, before anything imports Prefect: a private
+PREFECT_HOME, no analytics, the quiet logging config. The server process starts
+when the session starts and is waited for only by the tests that need it, so the
+local-engine tests run while it boots.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beluga_flows.server import LocalServer, prefect_env
+
+_ROOT = Path(tempfile.mkdtemp(prefix="beluga-tests-"))
+_SERVER: LocalServer | None = None
+
+os.environ.update(prefect_env(_ROOT / "client", PREFECT_LOGGING_LEVEL="WARNING"))
+os.environ.pop("BELUGA_FLOWS_PROVIDER", None)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _SERVER
+    _SERVER = LocalServer.launch(_ROOT / "server")
+    os.environ["PREFECT_API_URL"] = _SERVER.api_url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SERVER is not None:
+        _SERVER.stop()
+    shutil.rmtree(_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> LocalServer:
+    """The session's Prefect server, once its API answers."""
+    assert _SERVER is not None
+    _SERVER.wait_ready(180)
+    return _SERVER
+
+
+@pytest.fixture(params=["local", "prefect"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run the test once per engine: the contract is the same on both."""
+    if request.param == "prefect":
+        request.getfixturevalue("prefect_server")
+    monkeypatch.setenv("BELUGA_FLOWS_PROVIDER", request.param)
+    yield request.param
+
+
+@pytest.fixture
+def tmp_out(tmp_path: Path) -> Path:
+    return tmp_path
