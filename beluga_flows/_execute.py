@@ -77,8 +77,9 @@ def _thread_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
     return ctx
 
 
-def _run_on_private_loop(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                         holder: dict[str, Any]) -> Any:
+def _run_on_private_loop(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], holder: dict[str, Any]
+) -> Any:
     loop = asyncio.new_event_loop()
     holder["loop"] = loop
     _HOME_LOOP.set(loop)

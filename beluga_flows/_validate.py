@@ -31,13 +31,13 @@ def seconds(
         raise config_error(
             owner, f"{field} must be seconds (int, float or timedelta), got {value!r}"
         )
-    value = float(value)
-    if value != value or value < 0 or (value == 0 and not allow_zero):
+    result = float(value)
+    if result != result or result < 0 or (result == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise config_error(owner, f"{field} must be {bound}, got {value!r}")
-    if value > MAX_SECONDS and field.endswith("timeout"):
+    if result > MAX_SECONDS and field.endswith("timeout"):
         raise config_error(owner, f"{field} must be at most 24 h, got {value!r}")
-    return value
+    return result
 
 
 def non_negative_int(owner: str, field: str, value: Any, *, maximum: int | None = None) -> int:

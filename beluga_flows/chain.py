@@ -78,7 +78,9 @@ class Chain(Runnable):
         if memory is not None and not all(
             hasattr(memory, m) for m in ("load_memory_variables", "save_context")
         ):
-            raise config_error("chain", f"memory must provide load_memory_variables/save_context, got {memory!r}")
+            raise config_error(
+                "chain", f"memory must provide load_memory_variables/save_context, got {memory!r}"
+            )
         self.steps: tuple[Runnable, ...] = tuple(as_step(s, "chain") for s in steps)
         self.name = name or "chain"
         self.description = description
@@ -107,9 +109,13 @@ class Chain(Runnable):
 
     def _is_plain(self) -> bool:
         return (
-            self.name == "chain" and self.timeout is None and not self.retries
-            and self.memory is None and self.input_keys == ("input",)
-            and self.output_keys == ("output",) and self.provider is None
+            self.name == "chain"
+            and self.timeout is None
+            and not self.retries
+            and self.memory is None
+            and self.input_keys == ("input",)
+            and self.output_keys == ("output",)
+            and self.provider is None
         )
 
     # ------------------------------------------------------------ input / output
@@ -130,7 +136,8 @@ class Chain(Runnable):
         if not isinstance(input, Mapping):
             raise OrchestratorError(
                 "chain",
-                f"chain {self.name!r} has memory and needs a mapping input, got {type(input).__name__}",
+                f"chain {self.name!r} has memory and needs a mapping input, "
+                f"got {type(input).__name__}",
                 ErrorCode.INVALID_INPUT,
             )
         return {**self.memory.load_memory_variables(input), **input}
@@ -151,8 +158,10 @@ class Chain(Runnable):
 
     async def _run_steps(self, engine: Engine, value: Any, steps: Sequence[Runnable]) -> Any:
         for index, member in enumerate(steps):
-            with telemetry.span("chain.step", **{"chain.name": self.name, "step.name": member.name,
-                                                  "step.index": index}):
+            with telemetry.span(
+                "chain.step",
+                **{"chain.name": self.name, "step.name": member.name, "step.index": index},
+            ):
                 try:
                     value = await _run_member(engine, member, value)
                 except Exception as err:
@@ -174,7 +183,8 @@ class Chain(Runnable):
                 return await asyncio.wait_for(run, self.timeout)
             except TimeoutError:
                 raise OrchestratorError(
-                    "chain", f"chain {self.name!r} timed out after {self.timeout:g}s",
+                    "chain",
+                    f"chain {self.name!r} timed out after {self.timeout:g}s",
                     ErrorCode.TIMEOUT,
                 ) from None
 
@@ -184,9 +194,12 @@ class Chain(Runnable):
     async def _execute(self, input: Any, steps: Sequence[Runnable], provider: Any) -> Any:
         engine = get_engine(provider or self.provider)
         first = self.prepare_input(input)
-        async with telemetry.execution("chain", self.name, **{"chain.steps": len(self.steps)}):
+        attrs = {"chain.steps": len(self.steps)}
+        async with telemetry.execution("chain", self.name, attrs=attrs):
             return first, await engine.in_flow(
-                self.name, lambda v: self._body(engine, v, steps), first,
+                self.name,
+                lambda v: self._body(engine, v, steps),
+                first,
                 description=self.description,
             )
 

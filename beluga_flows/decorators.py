@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from . import _execute
-from ._validate import config_error, non_negative_int, seconds, tags as check_tags
+from ._validate import config_error, non_negative_int, seconds
+from ._validate import tags as check_tags
 from .engine import current_engine
 from .retry import RetryPolicy
 from .runnable import Runnable
@@ -223,9 +224,17 @@ def step(
         def fetch(url: str) -> bytes: ...
     """
     options = dict(
-        name=name, description=description, retries=retries, retry_policy=retry_policy,
-        timeout=timeout, concurrency=concurrency, max_concurrency=max_concurrency,
-        rate_limit=rate_limit, circuit_breaker=circuit_breaker, cache=cache, tags=tags,
+        name=name,
+        description=description,
+        retries=retries,
+        retry_policy=retry_policy,
+        timeout=timeout,
+        concurrency=concurrency,
+        max_concurrency=max_concurrency,
+        rate_limit=rate_limit,
+        circuit_breaker=circuit_breaker,
+        cache=cache,
+        tags=tags,
         track=track,
     )
 
@@ -236,12 +245,13 @@ def step(
     return decorate if fn is None else decorate(fn)
 
 
-def as_step(obj: Any, owner: str = "step") -> Step | Runnable:
+def as_step(obj: Any, owner: str = "step") -> Runnable:
     """A chain or graph member: Runnables as they are, plain callables as tracked steps."""
     if isinstance(obj, Runnable):
         return obj
     _check_callable(owner, obj)
-    return step(obj)
+    made: Step = step(obj)
+    return made
 
 
 def _task_runner(owner: str, value: Any) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 __all__ = ["RETRYABLE_CODES", "ErrorCode", "OrchestratorError", "is_retryable"]
 
 
-class ErrorCode(str, enum.Enum):
+class ErrorCode(enum.StrEnum):
     """Why an orchestration operation failed; the value is the lower-case name."""
 
     INVALID_CONFIG = "invalid_config"
@@ -51,9 +51,6 @@ class ErrorCode(str, enum.Enum):
     WORKFLOW_DEADLOCK = "workflow_deadlock"
     TASK_CANCELED = "task_canceled"
     MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
@@ -110,7 +107,9 @@ class OrchestratorError(Exception):
         return f"orchestrator {self.op} [{self.code.value}]: {self.message}"
 
     def __repr__(self) -> str:
-        return f"OrchestratorError(op={self.op!r}, code={self.code.value!r}, message={self.message!r})"
+        return (
+            f"OrchestratorError(op={self.op!r}, code={self.code.value!r}, message={self.message!r})"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross process boundaries (Dask workers, subprocess runs): keep the

@@ -35,7 +35,9 @@ class BufferMemory:
 
     def __init__(self, memory_key: str = "history", k: int | None = None) -> None:
         if not isinstance(memory_key, str) or not memory_key:
-            raise config_error("memory", f"memory_key must be a non-empty string, got {memory_key!r}")
+            raise config_error(
+                "memory", f"memory_key must be a non-empty string, got {memory_key!r}"
+            )
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise config_error("memory", f"k must be an int >= 1 or None, got {k!r}")
         self.memory_key = memory_key

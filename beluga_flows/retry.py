@@ -142,17 +142,18 @@ class RetryPolicy:
 
 
 def _check_retry_on(retry_on: Any) -> RetryOn | None:
-    if retry_on is None or callable(retry_on) and not isinstance(retry_on, type):
+    if retry_on is None or (callable(retry_on) and not isinstance(retry_on, type)):
         return retry_on  # type: ignore[no-any-return]
     items = (retry_on,) if isinstance(retry_on, type | ErrorCode) else retry_on
     if isinstance(items, list | tuple | set | frozenset):
         items = tuple(items)
         if items and all(
-            isinstance(i, ErrorCode) or isinstance(i, type) and issubclass(i, BaseException)
+            isinstance(i, ErrorCode) or (isinstance(i, type) and issubclass(i, BaseException))
             for i in items
         ):
             return items
     raise config_error(
         "retry_policy",
-        f"retry_on must be a predicate or a tuple of exception types / ErrorCodes, got {retry_on!r}",
+        "retry_on must be a predicate or a tuple of exception types / ErrorCodes, "
+        f"got {retry_on!r}",
     )

@@ -59,7 +59,9 @@ class Runnable(abc.ABC):
             or not isinstance(max_concurrency, int)
             or max_concurrency < 1
         ):
-            raise config_error("batch", f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+            raise config_error(
+                "batch", f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
+            )
         sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
         async def one(item: Any) -> Any:

@@ -110,9 +110,21 @@ class LocalServer:
         child_env.pop("PREFECT_API_URL", None)
         out = open(log or home / "server.log", "ab")  # noqa: SIM115 - owned by the child
         server.process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", host,
-             "--port", str(server.port)],
-            env=child_env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                host,
+                "--port",
+                str(server.port),
+            ],
+            env=child_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         out.close()
         return server
@@ -124,8 +136,10 @@ class LocalServer:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise OrchestratorError(
-                    "server", f"prefect server exited with {self.process.returncode}; "
-                    f"see {self.home / 'server.log'}", ErrorCode.RESOURCE_EXHAUSTED,
+                    "server",
+                    f"prefect server exited with {self.process.returncode}; "
+                    f"see {self.home / 'server.log'}",
+                    ErrorCode.RESOURCE_EXHAUSTED,
                 )
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:

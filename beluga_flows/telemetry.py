@@ -76,7 +76,7 @@ def _fail(sp: Span, err: BaseException) -> None:
 
 @contextlib.asynccontextmanager
 async def execution(
-    kind: str, name: str, prefix: str = DEFAULT_PREFIX, **attrs: Any
+    kind: str, name: str, prefix: str = DEFAULT_PREFIX, attrs: dict[str, Any] | None = None
 ) -> AsyncIterator[Span]:
     """Span ``<kind>.invoke`` plus the execution/error/duration/active metrics."""
     inst = instruments(kind, prefix)
@@ -85,7 +85,9 @@ async def execution(
     start = time.perf_counter()
     status = "ok"
     with tracer.start_as_current_span(
-        f"{kind}.invoke", attributes={**base, **attrs}, record_exception=False,
+        f"{kind}.invoke",
+        attributes={**base, **(attrs or {})},
+        record_exception=False,
         set_status_on_exception=False,
     ) as sp:
         try:

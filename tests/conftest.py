@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     os.environ["PREFECT_API_URL"] = _SERVER.api_url
 
 
+def _drain_prefect_workers() -> None:
+    """Send buffered logs and events before the server goes away."""
+    if "prefect" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _drain_prefect_workers()
     if _SERVER is not None:
         _SERVER.stop()
     shutil.rmtree(_ROOT, ignore_errors=True)

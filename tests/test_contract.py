@@ -305,7 +305,9 @@ def test_batch_keeps_order_and_can_return_exceptions(engine: str) -> None:
     assert chain.batch(["a", "bb", "ccc"]) == [1, 2, 3]
     results = chain.batch(["a", "bad", "ccc"], return_exceptions=True)
     assert results[0] == 1 and results[2] == 3
-    assert isinstance(results[1], OrchestratorError) and results[1].code is ErrorCode.EXECUTION_FAILED
+    assert (
+        isinstance(results[1], OrchestratorError) and results[1].code is ErrorCode.EXECUTION_FAILED
+    )
     with pytest.raises(OrchestratorError):
         chain.batch(["bad"])
 

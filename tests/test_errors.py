@@ -12,13 +12,27 @@ import beluga_flows as bf
 from beluga_flows import ErrorCode, OrchestratorError, is_retryable
 
 ALL_CODES = [
-    "invalid_config", "execution_failed", "timeout", "dependency_failed",
-    "resource_exhausted", "invalid_state", "not_found", "circuit_breaker_open",
-    "rate_limit_exceeded", "invalid_input", "workflow_deadlock", "task_canceled",
+    "invalid_config",
+    "execution_failed",
+    "timeout",
+    "dependency_failed",
+    "resource_exhausted",
+    "invalid_state",
+    "not_found",
+    "circuit_breaker_open",
+    "rate_limit_exceeded",
+    "invalid_input",
+    "workflow_deadlock",
+    "task_canceled",
     "max_retries_exceeded",
 ]
-RETRYABLE = {"timeout", "dependency_failed", "resource_exhausted", "circuit_breaker_open",
-             "rate_limit_exceeded"}
+RETRYABLE = {
+    "timeout",
+    "dependency_failed",
+    "resource_exhausted",
+    "circuit_breaker_open",
+    "rate_limit_exceeded",
+}
 
 
 def test_error_codes_are_the_thirteen_str_values() -> None:
@@ -49,7 +63,9 @@ def test_retryable_by_code(code: ErrorCode) -> None:
 
 def _status_error(status: int) -> httpx.HTTPStatusError:
     request = httpx.Request("GET", "http://127.0.0.1/")
-    return httpx.HTTPStatusError("x", request=request, response=httpx.Response(status, request=request))
+    return httpx.HTTPStatusError(
+        "x", request=request, response=httpx.Response(status, request=request)
+    )
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,11 @@ def err(code: ErrorCode) -> OrchestratorError:
 def test_defaults() -> None:
     p = RetryPolicy()
     assert (p.max_attempts, p.initial_delay, p.max_delay, p.multiplier, p.jitter) == (
-        3, 0.5, 30.0, 2.0, 0.25,
+        3,
+        0.5,
+        30.0,
+        2.0,
+        0.25,
     )
 
 
@@ -59,8 +63,14 @@ def test_jittered_delay_stays_within_bounds(
 
 def test_default_predicate_skips_caller_mistakes_and_control_flow() -> None:
     p = RetryPolicy()
-    for code in ("invalid_config", "invalid_input", "not_found", "invalid_state",
-                 "task_canceled", "workflow_deadlock"):
+    for code in (
+        "invalid_config",
+        "invalid_input",
+        "not_found",
+        "invalid_state",
+        "task_canceled",
+        "workflow_deadlock",
+    ):
         assert not p.should_retry(err(ErrorCode(code))), code
     for retried in (err(ErrorCode.TIMEOUT), err(ErrorCode.EXECUTION_FAILED), ValueError()):
         assert p.should_retry(retried)

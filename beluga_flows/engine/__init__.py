@@ -42,7 +42,8 @@ def get_engine(provider: str | Engine | None = None) -> Engine:
         if isinstance(provider, Engine):
             return provider
         raise OrchestratorError(
-            "provider", f"provider must be a name or an Engine, got {provider!r}",
+            "provider",
+            f"provider must be a name or an Engine, got {provider!r}",
             ErrorCode.INVALID_CONFIG,
         )
     engine = _ENGINES.get(provider)

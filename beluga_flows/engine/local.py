@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _execute
 from ..retry import RetryPolicy
-from .base import run_flow_body, run_inline
+from .base import Engine, run_flow_body, run_inline
 
 if TYPE_CHECKING:
     from ..decorators import Flow, Step
@@ -23,7 +23,7 @@ __all__ = ["LocalEngine"]
 T = TypeVar("T")
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     """Run everything in the calling process: retries, timeouts and limits included.
 
     Example::

@@ -27,7 +27,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 from .. import _execute
 from ..retry import RetryPolicy
-from .base import run_flow_body, run_inline
+from .base import Engine, run_flow_body, run_inline
 
 if TYPE_CHECKING:
     from ..decorators import Flow, Step
@@ -68,9 +68,9 @@ def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
 
 def prefect_task(step: Step) -> PrefectTask[..., Any]:
     """The Prefect task behind ``step`` (built once)."""
-    task: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
-    if task is not None:
-        return task
+    cached: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
+    if cached is not None:
+        return cached
     spec = step.spec
 
     async def run(*args: Any, **kwargs: Any) -> Any:
@@ -85,19 +85,16 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
             raise
 
     functools.update_wrapper(run, step.fn)  # parameters as the user wrote them
-    cache = (
-        {"cache_policy": INPUTS + TASK_SOURCE, "persist_result": True}
-        if spec.cache
-        else {"cache_policy": NO_CACHE, "persist_result": False}
-    )
-    task = PrefectTask(
-        fn=run,
-        name=spec.name,
-        description=spec.description,
-        tags=list(spec.tags),
-        **cache,
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "description": spec.description,
+        "tags": list(spec.tags),
+        # No cache: Prefect's default policy hashes every input of every call.
+        "cache_policy": INPUTS + TASK_SOURCE if spec.cache else NO_CACHE,
+        "persist_result": spec.cache,
         **_retry_options(spec.retry_policy),
-    )
+    }
+    task: PrefectTask[..., Any] = PrefectTask(fn=run, **options)
     step.__dict__["_prefect_task"] = task
     return task
 
@@ -139,7 +136,7 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
     return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
 
 
-class PrefectEngine:
+class PrefectEngine(Engine):
     """Runs steps as Prefect task runs and flows as Prefect flow runs."""
 
     name = "prefect"

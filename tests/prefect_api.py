@@ -1,0 +1,56 @@
+"""Reading what the Prefect UI shows, from the session server's API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+
+async def _flow_runs(flow_name: str) -> list[Any]:
+    async with get_client() as client:
+        return list(
+            await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name]))
+            )
+        )
+
+
+async def _task_runs(flow_run_id: Any) -> list[Any]:
+    async with get_client() as client:
+        return list(
+            await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+        )
+
+
+def flow_runs(flow_name: str, *, expect: int = 1, timeout: float = 20) -> list[Any]:
+    """The finished flow runs of ``flow_name`` (waits for ``expect`` of them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = asyncio.run(_flow_runs(flow_name))
+        done = [r for r in runs if r.state is not None and r.state.is_final()]
+        if len(done) >= expect or time.monotonic() > deadline:
+            return done
+        time.sleep(0.2)
+
+
+def task_runs(flow_run_id: Any, *, expect: int, timeout: float = 20) -> list[Any]:
+    """The task runs of a flow run once ``expect`` of them are final (the server
+    records task-run states from events, a moment after the run ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = asyncio.run(_task_runs(flow_run_id))
+        done = [r for r in runs if r.state is not None and r.state.is_final()]
+        if len(done) >= expect or time.monotonic() > deadline:
+            return sorted(done, key=lambda r: r.expected_start_time or r.created)
+        time.sleep(0.2)

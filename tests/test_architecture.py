@@ -1,0 +1,75 @@
+"""The shape of the package: one front door, one seam to Prefect, documented names."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import beluga_flows as bf
+
+PACKAGE = Path(bf.__file__).parent
+# The engine adapter is the seam; the CLI is an edge that may import Prefect lazily.
+ALLOWED_PREFECT_IMPORTERS = {"engine/prefect.py", "cli.py"}
+
+EXPORTED = [
+    "BufferMemory",
+    "Chain",
+    "Engine",
+    "ErrorCode",
+    "Flow",
+    "FlowSpec",
+    "LocalEngine",
+    "OrchestratorError",
+    "RetryPolicy",
+    "Runnable",
+    "Step",
+    "StepSpec",
+    "flow",
+    "is_retryable",
+    "step",
+    "use_engine",
+]
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_engine_adapter_imports_prefect() -> None:
+    offenders = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if "prefect" in imported_modules(p)
+        and str(p.relative_to(PACKAGE)) not in ALLOWED_PREFECT_IMPORTERS
+    ]
+    assert offenders == []
+
+
+def test_exported_names_are_pinned_and_sorted() -> None:
+    assert bf.__all__ == EXPORTED == sorted(EXPORTED, key=lambda n: (n[0].islower(), n))
+    for name in bf.__all__:
+        assert getattr(bf, name) is not None
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    for name in bf.__all__:
+        obj = getattr(bf, name)
+        assert inspect.getdoc(obj), name
+        if inspect.isclass(obj):
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and inspect.isfunction(member):
+                    assert inspect.getdoc(member), f"{name}.{attr}"
+
+
+def test_modules_stay_small() -> None:
+    sizes = {
+        str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert {m: n for m, n in sizes.items() if n > 400} == {}
