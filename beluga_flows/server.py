@@ -102,8 +102,12 @@ class LocalServer:
         port: int | None = None,
         log: Path | None = None,
         env: Mapping[str, str] | None = None,
+        detach: bool = False,
     ) -> LocalServer:
-        """Start the server process without waiting (call :meth:`wait_ready`)."""
+        """Start the server process without waiting (call :meth:`wait_ready`).
+
+        ``detach=True`` puts it in its own session so it outlives the caller (and
+        the caller's Ctrl-C)."""
         home.mkdir(parents=True, exist_ok=True)
         server = cls(host=host, port=port or free_port(host), home=home)
         child_env = {**os.environ, **(env or {}), **prefect_env(home)}

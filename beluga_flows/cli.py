@@ -1,0 +1,263 @@
+"""The ``beluga-flows`` command: a local Prefect server, running flows, the demo.
+
+Commands::
+
+    beluga-flows server [--port 4200] [--foreground | --stop]
+    beluga-flows run FILE:NAME [--param k=v ...]
+    beluga-flows demo
+
+The local server keeps its state (SQLite) in ``$BELUGA_FLOWS_HOME`` (default
+``./.beluga``); ``run`` and ``demo`` report to it when it is up and
+``PREFECT_API_URL`` is not set, so every run shows in its UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .errors import ErrorCode, OrchestratorError
+from .server import LocalServer, prefect_env
+
+__all__ = ["main"]
+
+DEFAULT_PORT = 4200
+
+
+def home() -> Path:
+    """Where the local server keeps its database and pid file."""
+    return Path(os.environ.get("BELUGA_FLOWS_HOME", ".beluga")).resolve()
+
+
+def _state_file() -> Path:
+    return home() / "server.json"
+
+
+def _answering(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def running_server() -> dict[str, Any] | None:
+    """The local server recorded in the home, if it answers."""
+    try:
+        state: dict[str, Any] = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return state if _answering(state["api_url"]) else None
+
+
+def ensure_server(port: int = DEFAULT_PORT) -> dict[str, Any]:
+    """Reuse the home's server or start one detached (it outlives this command)."""
+    state = running_server()
+    if state is not None:
+        return state
+    server = LocalServer.launch(home() / "prefect", port=_port_if_free(port), detach=True)
+    print(f"Starting the Prefect server at {server.ui_url} (the first start migrates its database)")
+    server.wait_ready(180)
+    assert server.process is not None
+    state = {"api_url": server.api_url, "ui_url": server.ui_url, "pid": server.process.pid}
+    _state_file().write_text(json.dumps(state))
+    return state
+
+
+def _port_if_free(port: int) -> int:
+    import socket
+
+    from .server import free_port
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def _use_server(state: dict[str, Any]) -> None:
+    os.environ.update(prefect_env(home() / "client", PREFECT_API_URL=state["api_url"]))
+
+
+def _connect_if_running() -> None:
+    if "PREFECT_API_URL" in os.environ:
+        return
+    state = running_server()
+    if state is not None:
+        _use_server(state)
+    else:
+        os.environ.update(prefect_env())
+
+
+def load_target(target: str) -> Any:
+    """``path/to/file.py:name`` → the object ``name`` defined in that file."""
+    path_text, sep, name = target.rpartition(":")
+    if not sep or not path_text or not name:
+        raise OrchestratorError(
+            "cli", f"expected FILE:NAME, got {target!r}", ErrorCode.INVALID_INPUT
+        )
+    path = Path(path_text).resolve()
+    if not path.is_file():
+        raise OrchestratorError("cli", f"no such file: {path_text}", ErrorCode.NOT_FOUND)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    sys.path.insert(0, str(path.parent))
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise OrchestratorError("cli", f"{path_text} defines no {name!r}", ErrorCode.NOT_FOUND)
+    return getattr(module, name)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; values are JSON when they parse as JSON, else strings."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise OrchestratorError(
+                "cli", f"--param needs k=v, got {pair!r}", ErrorCode.INVALID_INPUT
+            )
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    return params
+
+
+def run_target(obj: Any, params: dict[str, Any]) -> Any:
+    """Call a flow/step with ``params`` as keyword arguments, or invoke a Runnable."""
+    from .runnable import Runnable
+
+    if isinstance(obj, Runnable) and not callable(getattr(obj, "fn", None)):
+        return obj.invoke(params)
+    if not callable(obj):
+        raise OrchestratorError("cli", f"{obj!r} is not runnable", ErrorCode.INVALID_INPUT)
+    result = obj(**params)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
+def _cmd_server(args: argparse.Namespace) -> int:
+    if args.stop:
+        state = running_server()
+        if state is None:
+            print("No beluga-flows server is running.")
+            return 0
+        os.kill(int(state["pid"]), 15)
+        _state_file().unlink(missing_ok=True)
+        print(f"Stopped the server at {state['ui_url']}.")
+        return 0
+    if args.foreground:
+        server = LocalServer.launch(home() / "prefect", port=_port_if_free(args.port))
+        server.wait_ready(180)
+        print(f"Prefect UI: {server.ui_url}   (Ctrl-C stops it)")
+        assert server.process is not None
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            server.stop()
+        return 0
+    state = ensure_server(args.port)
+    print(f"Prefect UI: {state['ui_url']}   (stop: beluga-flows server --stop)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _connect_if_running()
+    result = run_target(load_target(args.target), parse_params(args.param or []))
+    print(json.dumps(result, default=str, indent=2) if not isinstance(result, str) else result)
+    return 0
+
+
+DEMOS = (
+    ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
+    ("flows/resilient_fetch.py:resilient_fetch", {}),
+)
+
+
+def _latest_run_url(ui_url: str, flow_name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async def latest() -> Any:
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                sort=FlowRunSort.START_TIME_DESC,
+                limit=1,
+            )
+
+    runs = asyncio.run(latest())
+    return f"{ui_url}/runs/flow-run/{runs[0].id}" if runs else f"{ui_url}/runs"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    missing = [t for t, _ in DEMOS if not Path(t.partition(":")[0]).is_file()]
+    if missing:
+        raise OrchestratorError(
+            "cli",
+            f"run the demo from the project root ({missing[0]} not found)",
+            ErrorCode.NOT_FOUND,
+        )
+    state = ensure_server(args.port)
+    _use_server(state)
+    lines = []
+    for target, params in DEMOS:
+        obj = load_target(target)
+        print(f"\n== {target}")
+        result = run_target(obj, {**params, "out_dir": args.out} if "sales" in target else params)
+        print(json.dumps(result, default=str, indent=2))
+        lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
+    print("\nSee the runs in the Prefect UI:")
+    print("\n".join(lines))
+    print(f"  all runs           {state['ui_url']}/runs")
+    print("The server keeps running in the background; stop it with: beluga-flows server --stop")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``beluga-flows``."""
+    parser = argparse.ArgumentParser(prog="beluga-flows", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    server = sub.add_parser("server", help="start the local Prefect server and UI")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT)
+    group = server.add_mutually_exclusive_group()
+    group.add_argument("--foreground", action="store_true", help="run until Ctrl-C")
+    group.add_argument("--stop", action="store_true", help="stop the background server")
+    server.set_defaults(func=_cmd_server)
+    run = sub.add_parser("run", help="run a flow, step or chain defined in a file")
+    run.add_argument("target", help="FILE:NAME, e.g. flows/sales_report.py:sales_report")
+    run.add_argument("--param", action="append", metavar="K=V", help="a parameter (repeatable)")
+    run.set_defaults(func=_cmd_run)
+    demo = sub.add_parser("demo", help="run the example flows and show them in the UI")
+    demo.add_argument("--port", type=int, default=DEFAULT_PORT)
+    demo.add_argument("--out", default="out", help="where the example writes its report")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``beluga-flows`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except OrchestratorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""beluga_flows benchmark: runners x workloads, one child process per pair.
+
+Usage::
+
+    python bench/run.py            # normal mode (~4-6 min on 2 cores), writes RESULTS.md
+    python bench/run.py --quick    # fewer repetitions (< 2 min)
+
+Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
+quiet machine; then one real Prefect server is started and the Prefect runners
+(prefect-raw, prefect-raw-nocache, bf-tracked) report to it, each in its own process
+with its own PREFECT_HOME, waiting for the server to go idle between runs.
+See bench/README.md for what each runner is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from report import TITLES, Row, table, targets, targets_markdown
+
+from beluga_flows.server import LocalServer
+
+HERE = Path(__file__).resolve().parent
+CHILD = HERE / "child.py"
+WORKLOADS = ("chain50-trivial", "chain50-io", "flow-start")
+FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
+PREFECT_RUNNERS = ("prefect-raw", "prefect-raw-nocache", "bf-tracked")
+DISPLAY_ORDER = ("asyncio", "langgraph", *PREFECT_RUNNERS, "bf-inline", "bf-inline-sync")
+CHILD_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Repetitions of one mode."""
+
+    mode: str
+    runs: int  # Prefect runners and the IO workload: single runs
+    fast_runs: int  # fast runners on the sub-millisecond workloads: batch samples
+    min_idle: float  # Prefect: seconds of idle before each measured run
+    nocache_row: bool  # also measure prefect-raw-nocache on chain50-trivial
+
+    def runs_for(self, runner: str, workload: str) -> int:
+        if runner in PREFECT_RUNNERS or workload == "chain50-io":
+            return self.runs
+        return self.fast_runs
+
+
+NORMAL = Settings("normal", runs=7, fast_runs=31, min_idle=1.0, nocache_row=True)
+QUICK = Settings("quick", runs=3, fast_runs=11, min_idle=0.75, nocache_row=False)
+
+
+@dataclass
+class Bench:
+    """State of one bench run."""
+
+    settings: Settings
+    tmp: Path
+    server: LocalServer | None = None
+    results: dict[str, dict[str, Row]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- children
+
+
+def base_env(tmp: Path, name: str) -> dict[str, str]:
+    """The parent's environment without Prefect/beluga overrides, own PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "BELUGA_"))}
+    env.update(PREFECT_HOME=str(tmp / "clients" / name), PREFECT_LOGGING_LEVEL="WARNING")
+    return env
+
+
+def prefect_env(bench: Bench, name: str) -> dict[str, str]:
+    """A Prefect child's environment: the server's client env, quiet logs, own home."""
+    assert bench.server is not None and bench.server.process is not None
+    env = base_env(bench.tmp, name)
+    env.update(bench.server.client_env())
+    env.update(
+        PREFECT_HOME=str(bench.tmp / "clients" / name),
+        PREFECT_LOGGING_LEVEL="WARNING",
+        BENCH_SERVER_PID=str(bench.server.process.pid),
+    )
+    return env
+
+
+def run_child(bench: Bench, runner: str, workload: str) -> Row:
+    """Measure one (runner, workload) in a fresh process; an ``error`` row if it fails."""
+    name = f"{runner}-{workload}"
+    out, log = bench.tmp / f"{name}.json", bench.tmp / f"{name}.log"
+    is_prefect = runner in PREFECT_RUNNERS
+    env = prefect_env(bench, name) if is_prefect else base_env(bench.tmp, name)
+    runs = bench.settings.runs_for(runner, workload)
+    cmd = [
+        sys.executable,
+        str(CHILD),
+        runner,
+        workload,
+        "--runs",
+        str(runs),
+        "--min-idle",
+        str(bench.settings.min_idle),
+        "--out",
+        str(out),
+    ]
+    started = time.perf_counter()
+    with open(log, "wb") as err:
+        try:
+            code = subprocess.run(
+                cmd,
+                env=env,
+                stdout=err,
+                stderr=subprocess.STDOUT,
+                timeout=CHILD_TIMEOUT,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    took = time.perf_counter() - started
+    if code != 0 or not out.exists():
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        print(f"  {name}: FAILED (exit {code})\n    " + "\n    ".join(tail), flush=True)
+        return {"runner": runner, "workload": workload, "error": f"exit {code}"}
+    row: Row = json.loads(out.read_text())
+    print(f"  {name}: {took:.1f} s", flush=True)
+    return row
+
+
+def prefect_plan(settings: Settings) -> Iterator[tuple[str, str]]:
+    """Prefect (workload, runner) pairs; raw and bf alternate who goes first."""
+    for i, workload in enumerate(WORKLOADS):
+        runners = ["prefect-raw", "bf-tracked"]
+        if settings.nocache_row and workload == "chain50-trivial":
+            runners.insert(1, "prefect-raw-nocache")
+        for runner in runners if i % 2 == 0 else reversed(runners):
+            yield workload, runner
+
+
+def measure_all(bench: Bench, runners: set[str], workloads: set[str]) -> None:
+    """Fast runners first, then the server and the Prefect runners."""
+    fast = [(w, r) for w in WORKLOADS for r in FAST_RUNNERS]
+    slow = list(prefect_plan(bench.settings))
+    print("fast runners:", flush=True)
+    for workload, runner in fast:
+        if runner in runners and workload in workloads:
+            bench.results.setdefault(workload, {})[runner] = run_child(bench, runner, workload)
+    slow = [(w, r) for w, r in slow if r in runners and w in workloads]
+    if not slow:
+        return
+    bench.server = start_server(bench)
+    print("prefect runners:", flush=True)
+    for workload, runner in slow:
+        bench.results.setdefault(workload, {})[runner] = run_child(bench, runner, workload)
+
+
+def start_server(bench: Bench) -> LocalServer:
+    """One real Prefect server for every Prefect child."""
+    started = time.perf_counter()
+    server = LocalServer.start(home=bench.tmp / "server")
+    bench.meta["server_start_s"] = time.perf_counter() - started
+    print(f"prefect server up in {bench.meta['server_start_s']:.1f} s", flush=True)
+    return server
+
+
+# ---------------------------------------------------------------- machine / server facts
+
+
+def proc_status(pid: int, key: str) -> str | None:
+    """A ``/proc/<pid>/status`` field such as ``VmHWM``."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(package: str) -> str:
+    """Installed version of ``package``."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine() -> dict[str, Any]:
+    """Facts about the machine and the software measured."""
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "prefect": version("prefect"),
+        "langgraph": version("langgraph"),
+        "beluga_flows": version("beluga-flows"),
+        "load_before": loadavg(),
+    }
+
+
+# ---------------------------------------------------------------- output
+
+
+def ordered(rows: Mapping[str, Row]) -> list[Row]:
+    """Rows in display order."""
+    return [rows[r] for r in DISPLAY_ORDER if r in rows]
+
+
+def markdown(bench: Bench) -> str:
+    """The whole RESULTS.md."""
+    m, s = bench.meta, bench.settings
+    parts = [
+        "# Benchmark results\n",
+        f"Written by `python bench/run.py{' --quick' if s.mode == 'quick' else ''}` on "
+        f"{m['date']}; do not edit by hand (re-run the bench). How to run and what each "
+        "runner is: [README.md](README.md).\n",
+        "## Machine\n",
+        f"* {m['nproc']} CPUs ({m['cpu']}), {m['platform']}",
+        f"* Python {m['python']}, prefect {m['prefect']}, langgraph {m['langgraph']}, "
+        f"beluga_flows {m['beluga_flows']}",
+        f"* load average before / after: {m['load_before']} / {m.get('load_after', '?')}",
+        f"* mode {s.mode}: {s.runs} measured runs per Prefect runner and on chain50-io, "
+        f"{s.fast_runs} batch samples per fast runner; 1 warm-up run each; "
+        f"Prefect runs start after ≥ {s.min_idle:g} s with the server idle",
+        f"* Prefect server (SQLite, one for all Prefect children): up in "
+        f"{m.get('server_start_s', 0):.1f} s, peak RSS {m.get('server_rss', '?')}, "
+        f"CPU {m.get('server_cpu', '?')} over the bench",
+        f"* whole bench: {m.get('wall_s', 0):.0f} s\n",
+        "## Targets\n",
+        targets_markdown(targets(bench.results)) + "\n",
+    ]
+    for workload in WORKLOADS:
+        if workload in bench.results:
+            parts += [
+                f"## {workload}: {TITLES[workload]}\n",
+                table(workload, ordered(bench.results[workload])) + "\n",
+            ]
+    parts.append(NOTES)
+    return "\n".join(parts)
+
+
+NOTES = """## How to read this
+
+* All times are medians. A *run* is `asyncio.run(...)` of one invocation on a fresh
+  event loop for every runner, so the asyncio one-step run (~0.1 ms) is mostly the
+  loop's own start-up. Ratios are to the asyncio row of the same table, same bench run.
+* *per step* = time from entering the first step's body to leaving the last step's,
+  divided by 50: the cost of a step inside a run, without the run's start and end.
+  *whole run* includes the flow run's creation and completion.
+* *client CPU / run*: CPU of the benchmark child per run; *server CPU / run*: CPU the
+  Prefect server spent from the run's start until it was idle again (its per-task-run
+  post-processing included). *first run*: the warm-up run (client set-up included).
+* *peak RSS*: `ru_maxrss` of the child (the runner's imports included).
+* Prefect numbers vary run to run by ±20-30 % on 2 cores (see the range columns); a
+  ratio within ~10 % of 1.0 is within noise.
+"""
+
+
+def finish(bench: Bench, started: float) -> None:
+    """Record the server's and the machine's end state."""
+    bench.meta["load_after"] = loadavg()
+    bench.meta["wall_s"] = time.perf_counter() - started
+    proc = bench.server.process if bench.server is not None else None
+    if proc is not None and proc.poll() is None:
+        bench.meta["server_rss"] = proc_status(proc.pid, "VmHWM")
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        bench.meta["server_cpu"] = f"{cpu:.0f} s"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line."""
+    p = argparse.ArgumentParser(description="beluga_flows benchmark (see bench/README.md)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 min)")
+    p.add_argument("--runners", default=",".join(DISPLAY_ORDER), help="comma-separated subset")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
+    p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown report")
+    p.add_argument("--json", type=Path, help="also write every raw sample here")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the bench, print the tables, write the report."""
+    args = parse_args(argv)
+    bench = Bench(QUICK if args.quick else NORMAL, Path(tempfile.mkdtemp(prefix="beluga-bench-")))
+    bench.meta = machine()
+    started = time.perf_counter()
+    try:
+        measure_all(bench, set(args.runners.split(",")), set(args.workloads.split(",")))
+        finish(bench, started)
+    finally:
+        if bench.server is not None:
+            bench.server.stop()
+        if not args.keep:
+            shutil.rmtree(bench.tmp, ignore_errors=True)
+    text = markdown(bench)
+    print("\n" + text)
+    args.out.write_text(text)
+    if args.json:
+        args.json.write_text(json.dumps({"meta": bench.meta, "results": bench.results}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
