@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from . import _execute
 from .errors import ErrorCode, OrchestratorError
 from .server import LocalServer, prefect_env
 
@@ -145,7 +146,9 @@ def run_target(obj: Any, params: dict[str, Any]) -> Any:
     if not callable(obj):
         raise OrchestratorError("cli", f"{obj!r} is not runnable", ErrorCode.INVALID_INPUT)
     result = obj(**params)
-    return asyncio.run(result) if inspect.isawaitable(result) else result
+    if inspect.isawaitable(result):
+        return _execute.run_sync(lambda: result)
+    return result
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
@@ -180,7 +183,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMOS = (
+DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
     ("flows/resilient_fetch.py:resilient_fetch", {}),
 )

@@ -135,7 +135,7 @@ def build_langgraph(w: Workload) -> RunOnce:
     graph = StateGraph(GraphState)
     previous = START
     for i in range(w.steps):
-        graph.add_node(f"step_{i}", _graph_node(async_body(i, w)))  # type: ignore[call-overload]
+        graph.add_node(f"step_{i}", _graph_node(async_body(i, w)))
         graph.add_edge(previous, f"step_{i}")
         previous = f"step_{i}"
     graph.add_edge(previous, END)
@@ -177,7 +177,7 @@ def build_bf(w: Workload, *, track: bool, sync: bool = False) -> RunOnce:
     import beluga_flows as bf
 
     make = sync_body if sync else async_body
-    steps = [bf.step(make(i, w), track=track) for i in range(w.steps)]
+    steps = [bf.step(track=track)(make(i, w)) for i in range(w.steps)]
     provider = None if track else "local"
     if w.name == "flow-start":
         return _bf_flow_start(steps[0], provider)

@@ -1,0 +1,93 @@
+"""The beluga-flows command, through the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from beluga_flows.cli import parse_params
+from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.server import LocalServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beluga_flows.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_run_the_example_flow_against_the_server(
+    prefect_server: LocalServer, tmp_path: Path
+) -> None:
+    done = cli(
+        "run",
+        "flows/sales_report.py:sales_report",
+        "--param",
+        f"out_dir={tmp_path}",
+        "--param",
+        "csv_path=flows/data/sales.csv",
+        env={"PREFECT_API_URL": prefect_server.api_url},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result["rejected"] == 3 and result["revenue"] > 0
+    report = (tmp_path / "sales_report.md").read_text()
+    assert report.startswith("# Sales report") and "| north |" in report
+    summary = json.loads((tmp_path / "sales_summary.json").read_text())
+    assert summary["rows"] == 117 and set(summary["by_region"]) == {
+        "north",
+        "south",
+        "east",
+        "west",
+    }
+
+
+def test_run_reports_bad_targets_with_their_code() -> None:
+    missing = cli("run", "flows/nope.py:x")
+    assert missing.returncode == 2 and "[not_found]" in missing.stderr
+    malformed = cli("run", "flows/sales_report.py")
+    assert malformed.returncode == 2 and "[invalid_input]" in malformed.stderr
+    unknown = cli("run", "flows/sales_report.py:no_such_flow")
+    assert unknown.returncode == 2 and "no_such_flow" in unknown.stderr
+
+
+def test_params_are_json_when_they_parse() -> None:
+    assert parse_params(["n=3", "name=kayak", "flags=[1, 2]", "empty="]) == {
+        "n": 3,
+        "name": "kayak",
+        "flags": [1, 2],
+        "empty": "",
+    }
+    with pytest.raises(OrchestratorError) as info:
+        parse_params(["novalue"])
+    assert info.value.code is ErrorCode.INVALID_INPUT
+
+
+def test_resilient_fetch_example_degrades_gracefully(prefect_server: LocalServer) -> None:
+    done = cli(
+        "run",
+        "flows/resilient_fetch.py:resilient_fetch",
+        "--param",
+        "sku=paddle",
+        env={"PREFECT_API_URL": prefect_server.api_url},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result == {
+        "sku": "paddle",
+        "stock": 42,
+        "price": 420.0,
+        "price_source": "list price (pricing timed out)",
+    }
