@@ -300,6 +300,21 @@ def measure(res: Result, run: RunOnce, w: Workload, args: argparse.Namespace) ->
         profiler.dump_stats(args.profile)
 
 
+def peak_rss_mib() -> float:
+    """Peak RSS of this process in MiB.
+
+    ``VmHWM`` rather than ``getrusage().ru_maxrss``: on Linux ``ru_maxrss`` survives
+    ``execve``, so a child forked from the (bigger) parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line of the child."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -319,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     w = WORKLOADS[args.workload]
     res = Result(runner=args.runner, workload=w.name)
     measure(res, BUILDERS[args.runner](w), w, args)
-    res.rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res.rss_mib = peak_rss_mib()
     res.prefect_imported = "prefect" in sys.modules
     text = json.dumps(asdict(res))
     if args.out:

@@ -91,3 +91,23 @@ def test_resilient_fetch_example_degrades_gracefully(prefect_server: LocalServer
         "price": 420.0,
         "price_source": "list price (pricing timed out)",
     }
+
+
+def test_readme_quick_start_is_the_example_file_and_runs(prefect_server: LocalServer) -> None:
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert snippet == (ROOT / "flows" / "quickstart.py").read_text()
+    done = subprocess.run(
+        [sys.executable, "flows/quickstart.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "shorts",
+        "shorts",
+        "execution_failed ValueError('which city?')",
+    ]
