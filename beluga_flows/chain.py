@@ -189,7 +189,9 @@ class Chain(Runnable):
                 ) from None
 
         with use_engine(engine):
-            return await _execute.retrying(attempt, self._policy)
+            return await _execute.retrying(
+                attempt, self._policy, sleep=engine.sleep, rng=engine.rng
+            )
 
     async def _execute(self, input: Any, steps: Sequence[Runnable], provider: Any) -> Any:
         engine = get_engine(provider or self.provider)

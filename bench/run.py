@@ -41,6 +41,7 @@ FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
 PREFECT_RUNNERS = ("prefect-raw", "prefect-raw-nocache", "bf-tracked")
 DISPLAY_ORDER = ("asyncio", "langgraph", *PREFECT_RUNNERS, "bf-inline", "bf-inline-sync")
 CHILD_TIMEOUT = 300.0
+QUIET_BUSY = 0.25  # a child starts once other work uses < 25 % of all CPUs ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Settings:
     runs: int  # Prefect runners and the IO workload: single runs
     fast_runs: int  # fast runners on the sub-millisecond workloads: batch samples
     min_idle: float  # Prefect: seconds of idle before each measured run
+    quiet_wait: float  # ... or after waiting this long for that (then the row is flagged)
     nocache_row: bool  # also measure prefect-raw-nocache on chain50-trivial
 
     def runs_for(self, runner: str, workload: str) -> int:
@@ -59,8 +61,8 @@ class Settings:
         return self.fast_runs
 
 
-NORMAL = Settings("normal", runs=7, fast_runs=31, min_idle=1.0, nocache_row=True)
-QUICK = Settings("quick", runs=3, fast_runs=11, min_idle=0.75, nocache_row=False)
+NORMAL = Settings("normal", runs=7, fast_runs=31, min_idle=1.0, quiet_wait=30.0, nocache_row=True)
+QUICK = Settings("quick", runs=3, fast_runs=11, min_idle=0.75, quiet_wait=5.0, nocache_row=False)
 
 
 @dataclass
@@ -116,6 +118,7 @@ def run_child(bench: Bench, runner: str, workload: str) -> Row:
         "--out",
         str(out),
     ]
+    busy = wait_quiet(bench.settings.quiet_wait)
     started = time.perf_counter()
     with open(log, "wb") as err:
         try:
@@ -135,8 +138,33 @@ def run_child(bench: Bench, runner: str, workload: str) -> Row:
         print(f"  {name}: FAILED (exit {code})\n    " + "\n    ".join(tail), flush=True)
         return {"runner": runner, "workload": workload, "error": f"exit {code}"}
     row: Row = json.loads(out.read_text())
-    print(f"  {name}: {took:.1f} s", flush=True)
+    row["busy_before"] = busy
+    flag = f" (machine {busy:.0%} busy at start)" if busy > QUIET_BUSY else ""
+    print(f"  {name}: {took:.1f} s{flag}", flush=True)
     return row
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(all, idle) CPU ticks of the machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(values), values[3] + values[4]
+
+
+def cpu_busy(window: float = 0.5) -> float:
+    """Fraction of all CPUs busy over the next ``window`` seconds."""
+    total0, idle0 = cpu_ticks()
+    time.sleep(window)
+    total1, idle1 = cpu_ticks()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(max_wait: float) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is quiet; the last busy fraction."""
+    deadline = time.perf_counter() + max_wait
+    busy = cpu_busy()
+    while busy > QUIET_BUSY and time.perf_counter() < deadline:
+        busy = cpu_busy()
+    return busy
 
 
 def prefect_plan(settings: Settings) -> Iterator[tuple[str, str]]:
@@ -236,6 +264,19 @@ def ordered(rows: Mapping[str, Row]) -> list[Row]:
     return [rows[r] for r in DISPLAY_ORDER if r in rows]
 
 
+def busy_note(bench: Bench) -> str:
+    """Which children started while other work kept the machine busy."""
+    busy = [
+        f"{row['runner']}/{workload} ({row['busy_before']:.0%})"
+        for workload, rows in bench.results.items()
+        for row in rows.values()
+        if row.get("busy_before", 0.0) > QUIET_BUSY
+    ]
+    if not busy:
+        return f"* every child started with the machine quiet (< {QUIET_BUSY:.0%} CPU busy)"
+    return "* **started while the machine was busy** (numbers less reliable): " + ", ".join(busy)
+
+
 def markdown(bench: Bench) -> str:
     """The whole RESULTS.md."""
     m, s = bench.meta, bench.settings
@@ -255,7 +296,8 @@ def markdown(bench: Bench) -> str:
         f"* Prefect server (SQLite, one for all Prefect children): up in "
         f"{m.get('server_start_s', 0):.1f} s, peak RSS {m.get('server_rss', '?')}, "
         f"CPU {m.get('server_cpu', '?')} over the bench",
-        f"* whole bench: {m.get('wall_s', 0):.0f} s\n",
+        f"* whole bench: {m.get('wall_s', 0):.0f} s",
+        busy_note(bench) + "\n",
         "## Targets\n",
         targets_markdown(targets(bench.results)) + "\n",
     ]

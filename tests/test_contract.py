@@ -289,8 +289,7 @@ def test_chain_retries_rerun_the_chain(engine: str) -> None:
             raise ConnectionError("blip")
         return "fine"
 
-    chain = bf.Chain([once_broken], retries=1)
-    chain._policy = FAST  # keep the test fast; the shorthand's backoff is the default one
+    chain = bf.Chain([once_broken], retries=1)  # one retry after ~0.5 s
     assert chain.invoke("x") == "fine"
     assert len(calls) == 2
 
@@ -345,3 +344,17 @@ def test_chain_with_memory(engine: str) -> None:
     assert chain.invoke({"input": "again"}) == "again (after 1 turns)"
     assert memory.exchanges[-1] == ({"input": "again"}, {"output": "again (after 1 turns)"})
     assert "Human: hello" in memory.load_memory_variables({})["history"]
+
+
+def test_flow_retries_rerun_a_failed_flow(engine: str) -> None:
+    calls: list[int] = []
+
+    @bf.flow(retries=1)
+    def shaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first run fails")
+        return "second run"
+
+    assert shaky() == "second run"
+    assert len(calls) == 2

@@ -26,9 +26,15 @@ T = TypeVar("T")
 
 @runtime_checkable
 class Engine(Protocol):
-    """What beluga_flows needs from an execution backend."""
+    """What beluga_flows needs from an execution backend.
+
+    ``sleep`` and ``rng`` are the engine's clock and randomness: every backoff in a
+    run (step, chain, flow retries) waits through them, so tests inject a fake clock.
+    """
 
     name: str
+    sleep: _execute.Sleep
+    rng: random.Random | None
 
     async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of ``step`` with all its policies and return its value."""

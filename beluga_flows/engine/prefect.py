@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -140,6 +142,8 @@ class PrefectEngine(Engine):
     """Runs steps as Prefect task runs and flows as Prefect flow runs."""
 
     name = "prefect"
+    sleep: _execute.Sleep = staticmethod(asyncio.sleep)
+    rng: random.Random | None = None
 
     async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not step.spec.track:
