@@ -88,6 +88,7 @@ def _run_on_private_loop(
         holder["task"] = task
         return loop.run_until_complete(task)
     finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
 
@@ -144,7 +145,6 @@ async def retrying(
     *,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
-    on_retry: Callable[[int, BaseException, float], None] | None = None,
 ) -> T:
     """Run ``attempt`` under ``policy``; the error that ends it carries ``.attempts``."""
     n = 1
@@ -156,8 +156,6 @@ async def retrying(
             if delay is None:
                 _set_attempts(err, n)
                 raise
-            if on_retry is not None:
-                on_retry(n, err, delay)
             await sleep(delay)
             n += 1
 
