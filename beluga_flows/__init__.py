@@ -19,6 +19,7 @@ from .chain import Chain
 from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from .engine import Engine, LocalEngine, use_engine
 from .errors import ErrorCode, OrchestratorError, is_retryable
+from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
 from .memory import BufferMemory
 from .retry import RetryPolicy
 from .runnable import Runnable
@@ -26,13 +27,20 @@ from .runnable import Runnable
 __version__ = "0.1.0"
 
 __all__ = [
+    "END",
+    "START",
     "BufferMemory",
     "Chain",
+    "CompiledGraph",
     "Engine",
     "ErrorCode",
     "Flow",
     "FlowSpec",
+    "Graph",
+    "GraphReport",
+    "GraphResult",
     "LocalEngine",
+    "NodeStatus",
     "OrchestratorError",
     "RetryPolicy",
     "Runnable",

@@ -25,6 +25,7 @@ from .errors import ErrorCode, OrchestratorError
 from .retry import RetryPolicy
 
 __all__ = [
+    "RUN_LABEL",
     "Sleep",
     "call",
     "call_with_timeout",
@@ -48,6 +49,10 @@ _executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_p
 # hand coroutines back to it instead of starting a second loop.
 _HOME_LOOP: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
     "beluga_home_loop", default=None
+)
+# The display name of the next step run (a graph sets "<node>-<iteration>").
+RUN_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "beluga_run_label", default=None
 )
 # Bound on concurrently executing steps inside one flow run (@flow(max_workers=N)).
 _FLOW_LIMIT: contextvars.ContextVar[asyncio.Semaphore | None] = contextvars.ContextVar(

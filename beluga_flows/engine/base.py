@@ -49,9 +49,13 @@ class Engine(Protocol):
         input: Any,
         *,
         description: str | None = None,
+        task_runner: Any = None,
     ) -> T:
         """``await body(input)`` inside a flow run named ``name``: the current one when
-        there is one, else a new one."""
+        there is one, else a new one (whose steps go to ``task_runner`` if given)."""
+
+    async def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        """Attach a markdown document to the current run (the UI's Artifacts tab)."""
 
     def run_id(self) -> str | None:
         """The id of the flow run the caller is in, if any."""

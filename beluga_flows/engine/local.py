@@ -61,8 +61,12 @@ class LocalEngine(Engine):
         input: Any,
         *,
         description: str | None = None,
+        task_runner: Any = None,
     ) -> T:
         return await body(input)
+
+    async def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        return None  # nowhere to show it in-process
 
     def run_id(self) -> str | None:
         return None

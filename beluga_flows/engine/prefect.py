@@ -18,12 +18,14 @@ import contextvars
 import functools
 import inspect
 import random
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.context import FlowRunContext, TaskRunContext
 
@@ -76,6 +78,7 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
     spec = step.spec
 
     async def run(*args: Any, **kwargs: Any) -> Any:
+        _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         try:
             return await _execute.call_with_timeout(
                 step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
@@ -87,8 +90,13 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
             raise
 
     functools.update_wrapper(run, step.fn)  # parameters as the user wrote them
+
+    def task_run_name() -> str:
+        return _execute.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
+
     options: dict[str, Any] = {
         "name": spec.name,
+        "task_run_name": task_run_name,
         "description": spec.description,
         "tags": list(spec.tags),
         # No cache: Prefect's default policy hashes every input of every call.
@@ -128,6 +136,8 @@ def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
 _BODY: contextvars.ContextVar[Callable[[Any], Awaitable[Any]]] = contextvars.ContextVar(
     "beluga_flow_body"
 )
+# True inside a run started with a task runner: steps are submitted to it.
+_SUBMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("beluga_submit", default=False)
 
 
 @functools.cache
@@ -150,10 +160,11 @@ class PrefectEngine(Engine):
             return await run_inline(step, args, kwargs)
         task = prefect_task(step)
         async with _execute.flow_slot():
-            if step.spec.tags:
-                with prefect_tags(*step.spec.tags):
-                    return await task(*args, **kwargs)
-            return await task(*args, **kwargs)
+            with prefect_tags(*step.spec.tags):
+                if _SUBMIT.get():
+                    future = task.submit(*args, **kwargs)
+                    return await asyncio.to_thread(future.result)
+                return await task(*args, **kwargs)
 
     async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         pf = prefect_flow(flow)
@@ -169,16 +180,27 @@ class PrefectEngine(Engine):
         input: Any,
         *,
         description: str | None = None,
+        task_runner: Any = None,
     ) -> T:
-        if FlowRunContext.get() is not None:
+        if task_runner is None and FlowRunContext.get() is not None:
             return await body(input)
-        token = _BODY.set(body)
+        pf = _adhoc_flow(name, description)
+        if task_runner is not None:
+            # Steps go to the runner (Dask …) through Task.submit, in a (sub-)flow run
+            # whose task runner it is.
+            pf = pf.with_options(task_runner=task_runner)
+        token, submit = _BODY.set(body), _SUBMIT.set(task_runner is not None)
         try:
-            result = _adhoc_flow(name, description)(input=input)
+            result = pf(input=input)
             assert inspect.isawaitable(result)
             return await result  # type: ignore[no-any-return]
         finally:
             _BODY.reset(token)
+            _SUBMIT.reset(submit)
+
+    async def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        if FlowRunContext.get() is not None:
+            await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()

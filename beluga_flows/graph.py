@@ -1,0 +1,437 @@
+"""Graph: a state graph with parallel branches, conditional edges and bounded loops.
+
+Example::
+
+    import operator
+    import beluga_flows as bf
+
+    g = bf.Graph(name="research", reducers={"notes": operator.add}, max_iterations=3)
+    g.add_node("plan", plan)
+    g.add_node("search", search)
+    g.add_node("review", review)
+    g.add_edge(bf.START, "plan")
+    g.add_edge("plan", "search")
+    g.add_edge("search", "review")
+    g.add_conditional_edges("review", lambda s: "again" if s["gaps"] else "done",
+                            {"again": "plan", "done": bf.END})
+    final_state = g.invoke({"question": "..."})
+
+On Prefect one invocation is one flow run (a sub-flow inside a flow) and each node
+execution a task run named ``<node>-<iteration>``; the mermaid drawing is attached
+to the flow run as a markdown artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _execute, telemetry
+from ._plan import END, START, Plan, compile_plan
+from ._scheduler import Command, EvaluateRoute, NodeStatus, Scheduler, StartNode
+from ._validate import config_error, non_negative_int, seconds
+from .decorators import Step, step
+from .engine import Engine, get_engine, use_engine
+from .errors import ErrorCode, OrchestratorError
+from .retry import RetryPolicy
+from .runnable import Runnable
+
+__all__ = ["END", "START", "CompiledGraph", "Graph", "GraphReport", "GraphResult", "NodeStatus"]
+
+
+@dataclass(frozen=True)
+class GraphReport:
+    """How each node of one graph run ended, and how often it ran."""
+
+    statuses: Mapping[str, NodeStatus]
+    iterations: Mapping[str, int]
+    errors: Mapping[str, BaseException]
+
+
+class GraphResult(dict[str, Any]):
+    """The final state of a graph run (a plain ``dict``) with its ``.report``."""
+
+    report: GraphReport
+
+
+def _positive_int(field: str, value: Any, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise config_error("graph", f"{field} must be an int in 1..{maximum}, got {value!r}")
+    return value
+
+
+class Graph(Runnable):
+    """The builder: record nodes and edges, then :meth:`compile` (or just invoke).
+
+    Builder mistakes raise ``INVALID_CONFIG`` / ``NOT_FOUND`` naming the culprit,
+    from ``add_*`` when they can be seen there, else from :meth:`compile`.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        timeout: Any = None,
+        retries: int = 0,
+        max_workers: int = 8,
+        parallel: bool = True,
+        max_iterations: int = 25,
+        reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+        task_runner: Any = None,
+        provider: str | Engine | None = None,
+    ) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise config_error("graph", f"name must be a non-empty string, got {name!r}")
+        if not isinstance(parallel, bool):
+            raise config_error("graph", f"parallel must be True or False, got {parallel!r}")
+        reducers = dict(reducers or {})
+        for key, fn in reducers.items():
+            if not isinstance(key, str) or not callable(fn):
+                raise config_error("graph", f"reducer for {key!r} must be a callable, got {fn!r}")
+        if task_runner is not None and not hasattr(task_runner, "submit"):
+            raise config_error(
+                "graph", f"task_runner must be a Prefect TaskRunner, got {task_runner!r}"
+            )
+        self.name = name or "graph"
+        self.timeout = seconds("graph", "timeout", timeout)
+        self.retries = non_negative_int("graph", "retries", retries, maximum=20)
+        self.max_workers = _positive_int("max_workers", max_workers, 1000)
+        self.parallel = parallel
+        self.max_iterations = _positive_int("max_iterations", max_iterations, 1_000_000)
+        self.reducers = reducers
+        self.task_runner = task_runner
+        self.provider = provider
+        if provider is not None:
+            get_engine(provider)
+        self._nodes: dict[str, Runnable] = {}
+        self._edges: list[tuple[str, str]] = []
+        self._routes: list[tuple[str, Callable[..., Any], Any]] = []
+        self._entry: list[str] = []
+        self._finish: list[str] = []
+
+    # ---------------------------------------------------------------- building
+
+    def add_node(
+        self,
+        name: str,
+        fn: Any,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        timeout: Any = None,
+        track: bool | None = None,
+    ) -> Graph:
+        """Add a node: a callable ``state -> updates``, a step, or any Runnable
+        (a chain, another graph). ``retry_policy``/``timeout``/``track`` override a
+        step's own options."""
+        if not isinstance(name, str) or not name or name in (START, END):
+            raise config_error("graph", f"node name must be a non-empty string, got {name!r}")
+        if name in self._nodes:
+            raise config_error("graph", f"duplicate node {name!r}")
+        overrides = {"retry_policy": retry_policy, "timeout": timeout, "track": track}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if isinstance(fn, Step) or not isinstance(fn, Runnable):
+            self._nodes[name] = _node_step(name, fn, overrides)
+        elif overrides:
+            raise config_error(
+                "graph", f"node {name!r}: {sorted(overrides)} apply to functions and steps"
+            )
+        else:
+            self._nodes[name] = fn
+        return self
+
+    def add_edge(self, source: str, target: str) -> Graph:
+        """``target`` runs after ``source`` (and after every other predecessor)."""
+        self._edges.append((source, target))
+        return self
+
+    def add_conditional_edges(
+        self, source: str, route: Callable[..., Any], path_map: Any = None
+    ) -> Graph:
+        """After ``source``, ``route(state)`` picks what runs next: a key of
+        ``path_map``, a node name, ``END``, or a list of them (fan-out)."""
+        if not callable(route):
+            raise config_error("graph", f"router of {source!r} must be callable, got {route!r}")
+        self._routes.append((source, route, path_map))
+        return self
+
+    def set_entry_point(self, nodes: str | Sequence[str]) -> Graph:
+        """The node(s) that start the run (like ``add_edge(START, node)``)."""
+        self._entry = [nodes] if isinstance(nodes, str) else list(nodes)
+        return self
+
+    def set_finish_point(self, nodes: str | Sequence[str]) -> Graph:
+        """The run ends once each of these nodes has run."""
+        self._finish = [nodes] if isinstance(nodes, str) else list(nodes)
+        return self
+
+    def compile(self) -> CompiledGraph:
+        """Validate and freeze; the builder is left as it was."""
+        plan = compile_plan(
+            name=self.name,
+            nodes=self._nodes,
+            edges=self._edges,
+            routes=self._routes,
+            entry=self._entry,
+            finish=self._finish,
+            max_workers=self.max_workers,
+            parallel=self.parallel,
+            max_iterations=self.max_iterations,
+            reducers=self.reducers,
+        )
+        return CompiledGraph(
+            plan,
+            timeout=self.timeout,
+            retries=self.retries,
+            task_runner=self.task_runner,
+            provider=self.provider,
+        )
+
+    # ---------------------------------------------------------------- running
+
+    async def ainvoke(self, input: Any, **opts: Any) -> Any:
+        """Compile and run (see :meth:`CompiledGraph.ainvoke`)."""
+        return await self.compile().ainvoke(input, **opts)
+
+    def draw_mermaid(self) -> str:
+        """The graph as a mermaid flowchart."""
+        return self.compile().draw_mermaid()
+
+
+def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
+    if isinstance(fn, Step):
+        spec = dataclasses.replace(fn.spec, name=name, **overrides)
+        if "timeout" in overrides:
+            spec = dataclasses.replace(spec, timeout=seconds("graph", "timeout", spec.timeout))
+        return Step(fn.fn, spec)
+    if not callable(fn) or isinstance(fn, type):
+        raise config_error("graph", f"node {name!r} is not callable: {fn!r}")
+    made: Step = step(name=name, **overrides)(fn)
+    return made
+
+
+class CompiledGraph(Runnable):
+    """A validated graph, ready to run many times."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        timeout: float | None,
+        retries: int,
+        task_runner: Any,
+        provider: str | Engine | None,
+    ) -> None:
+        self.plan = plan
+        self.name = plan.name
+        self.timeout = timeout
+        self.task_runner = task_runner
+        self.provider = provider
+        self._policy = RetryPolicy.from_retries(retries) if retries else None
+
+    async def ainvoke(self, input: Any, **opts: Any) -> GraphResult:
+        """Run on the initial state ``input`` (a dict) and return the final state."""
+        if input is None:
+            input = {}
+        if not isinstance(input, Mapping):
+            raise OrchestratorError(
+                "graph",
+                f"graph {self.name!r} needs a dict as its state, got {type(input).__name__}",
+                ErrorCode.INVALID_INPUT,
+            )
+        engine = get_engine(opts.get("provider") or self.provider)
+        attrs = {"graph.nodes": len(self.plan.nodes)}
+        async with telemetry.execution("graph", self.name, attrs=attrs):
+            result: GraphResult = await engine.in_flow(
+                self.name,
+                lambda state: self._body(engine, state),
+                dict(input),
+                task_runner=self.task_runner,
+            )
+            return result
+
+    async def _body(self, engine: Engine, state: dict[str, Any]) -> GraphResult:
+        await engine.publish_markdown(
+            _artifact_key(self.name),
+            f"```mermaid\n{self.draw_mermaid()}\n```",
+            f"graph {self.name!r}",
+        )
+        with use_engine(engine):
+            return await _execute.retrying(
+                lambda: _Run(self, engine, state).drive(),
+                self._policy,
+                sleep=engine.sleep,
+                rng=engine.rng,
+            )
+
+    def draw_mermaid(self) -> str:
+        """The graph as a mermaid flowchart (conditional edges dotted, labelled)."""
+        p = self.plan
+        lines = ["flowchart TD", f"    {START}([start])", f"    {END}([end])"]
+        lines += [f"    {n}[{n}]" for n in p.nodes]
+        lines += [f"    {START} --> {n}" for n in p.entry]
+        for n in p.nodes:
+            lines += [f"    {n} --> {s}" for s in p.successors[n]]
+            if not p.successors[n] and n not in p.routes:
+                lines.append(f"    {n} --> {END}")
+            route = p.routes.get(n)
+            if route is not None and route.path_map is not None:
+                lines += [f"    {n} -. {k} .-> {t}" for k, t in route.path_map.items()]
+            elif route is not None:
+                lines += [f"    {n} -.-> {t}" for t in sorted(route.targets)]
+        return "\n".join(lines)
+
+
+def _artifact_key(name: str) -> str:
+    return "graph-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "graph")
+
+
+class _Run:
+    """One invocation: carries out the scheduler's commands."""
+
+    def __init__(self, graph: CompiledGraph, engine: Engine, state: dict[str, Any]) -> None:
+        self.graph = graph
+        self.plan = graph.plan
+        self.engine = engine
+        self.sched = Scheduler(graph.plan, state)
+        self.tasks: dict[asyncio.Future[Any], str] = {}
+
+    async def drive(self) -> GraphResult:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.graph.timeout is None else loop.time() + self.graph.timeout
+        try:
+            await self._apply(self.sched.start())
+            while self.tasks:
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    self.tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    self._timed_out()
+                    break
+                for task in done:
+                    await self._settle(task)
+        finally:
+            await self._cancel_running()
+        return self._outcome()
+
+    async def _settle(self, task: asyncio.Future[Any]) -> None:
+        node = self.tasks.pop(task)
+        err = task.exception()
+        if err is not None and not isinstance(err, Exception):
+            raise err  # control flow (cancellation) ends the run as it is
+        if err is not None:
+            await self._apply(self.sched.failed(node, err))
+        else:
+            await self._apply(self.sched.finished(node, task.result()))
+
+    def _timed_out(self) -> None:
+        self.sched.abort(
+            OrchestratorError(
+                "graph",
+                f"graph {self.graph.name!r} timed out after {self.graph.timeout:g}s "
+                f"(running: {', '.join(self.sched.running)})",
+                ErrorCode.TIMEOUT,
+            )
+        )
+
+    async def _cancel_running(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _apply(self, commands: list[Command]) -> None:
+        pending = list(commands)
+        while pending:
+            cmd = pending.pop(0)
+            if isinstance(cmd, StartNode):
+                self.tasks[asyncio.ensure_future(self._run_node(cmd))] = cmd.node
+            elif isinstance(cmd, EvaluateRoute):
+                pending += await self._route(cmd)
+
+    async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
+        runner = self.plan.runners[cmd.node]
+        _execute.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
+        with telemetry.span(
+            "graph.node",
+            **{
+                "graph.name": self.graph.name,
+                "node.name": cmd.node,
+                "node.iteration": cmd.iteration,
+            },
+        ):
+            if isinstance(runner, Step):
+                updates = await self.engine.run_step(runner, (cmd.state,), {})
+            else:
+                updates = await runner.ainvoke(cmd.state)
+        if updates is not None and not isinstance(updates, Mapping):
+            raise OrchestratorError(
+                "graph",
+                f"node {cmd.node!r} returned {type(updates).__name__}; "
+                "a node returns a dict of updates or None",
+                ErrorCode.INVALID_STATE,
+                node=cmd.node,
+            )
+        return dict(updates) if updates is not None else None
+
+    async def _route(self, cmd: EvaluateRoute) -> list[Command]:
+        route = self.plan.routes[cmd.node]
+        try:
+            choice = route.fn(cmd.state)
+            if inspect.isawaitable(choice):
+                choice = await choice
+            targets = [self._resolve(cmd.node, c) for c in _as_list(choice)]
+        except OrchestratorError as err:
+            return self.sched.route_failed(err)
+        except Exception as err:
+            return self.sched.route_failed(
+                OrchestratorError(
+                    "graph",
+                    f"router of {cmd.node!r} failed: {err}",
+                    ErrorCode.EXECUTION_FAILED,
+                    node=cmd.node,
+                )
+            )
+        return self.sched.routed(cmd.node, targets)
+
+    def _resolve(self, node: str, choice: Any) -> str:
+        route = self.plan.routes[node]
+        if route.path_map is not None and choice in route.path_map:
+            return route.path_map[choice]
+        if choice in route.targets:
+            return str(choice)
+        expected = sorted(route.path_map) if route.path_map is not None else sorted(route.targets)
+        raise OrchestratorError(
+            "graph",
+            f"router of {node!r} returned unknown key {choice!r}; expected one of {expected}",
+            ErrorCode.INVALID_STATE,
+            node=node,
+        )
+
+    def _outcome(self) -> GraphResult:
+        s = self.sched
+        report = GraphReport(statuses=s.report(), iterations=dict(s.runs), errors=dict(s.errors))
+        if s.fatal is not None:
+            s.fatal.report = report  # type: ignore[attr-defined]
+            raise s.fatal
+        if s.errors:
+            node, err = next(iter(s.errors.items()))
+            raise OrchestratorError(
+                "graph",
+                f"node {node!r} failed: {err}",
+                ErrorCode.EXECUTION_FAILED,
+                node=node,
+                report=report,
+            ) from err
+        result = GraphResult(s.state)
+        result.report = report
+        return result
+
+
+def _as_list(choice: Any) -> list[Any]:
+    return list(choice) if isinstance(choice, list | tuple | set | frozenset) else [choice]
