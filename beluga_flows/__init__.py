@@ -21,6 +21,7 @@ from .engine import Engine, LocalEngine, use_engine
 from .errors import ErrorCode, OrchestratorError, is_retryable
 from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
 from .memory import BufferMemory
+from .patterns import Router, scatter_gather
 from .retry import RetryPolicy
 from .runnable import Runnable
 
@@ -43,11 +44,13 @@ __all__ = [
     "NodeStatus",
     "OrchestratorError",
     "RetryPolicy",
+    "Router",
     "Runnable",
     "Step",
     "StepSpec",
     "flow",
     "is_retryable",
+    "scatter_gather",
     "step",
     "use_engine",
 ]

@@ -54,3 +54,21 @@ def task_runs(flow_run_id: Any, *, expect: int, timeout: float = 20) -> list[Any
         if len(done) >= expect or time.monotonic() > deadline:
             return sorted(done, key=lambda r: r.expected_start_time or r.created)
         time.sleep(0.2)
+
+
+async def _artifacts(flow_run_id: Any) -> list[Any]:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        return list(
+            await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+        )
+
+
+def artifacts(flow_run_id: Any) -> list[Any]:
+    """The artifacts attached to a flow run."""
+    return asyncio.run(_artifacts(flow_run_id))

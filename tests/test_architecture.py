@@ -29,11 +29,13 @@ EXPORTED = [
     "NodeStatus",
     "OrchestratorError",
     "RetryPolicy",
+    "Router",
     "Runnable",
     "Step",
     "StepSpec",
     "flow",
     "is_retryable",
+    "scatter_gather",
     "step",
     "use_engine",
 ]

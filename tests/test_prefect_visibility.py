@@ -12,7 +12,7 @@ import pytest
 import beluga_flows as bf
 from beluga_flows import ErrorCode, OrchestratorError
 
-from .prefect_api import flow_runs, task_runs
+from .prefect_api import artifacts, flow_runs, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -151,3 +151,36 @@ def test_flow_tags_and_parameters_reach_the_api() -> None:
     [run] = flow_runs(flow_name)
     assert {"nightly", "beluga"} <= set(run.tags)
     assert run.parameters == {"day": "mo", "n": 2}
+
+
+def test_a_graph_is_one_flow_run_with_a_task_run_per_node_execution() -> None:
+    name = unique("loop-graph")
+    g = bf.Graph(name=name, max_iterations=5)
+    g.add_node("plan", lambda s: {"n": s.get("n", 0) + 1})
+    g.add_node("glue", lambda s: None, track=False)  # inline: no task run
+    g.add_edge(bf.START, "plan").add_edge("plan", "glue")
+    g.add_conditional_edges(
+        "glue", lambda s: "again" if s["n"] < 3 else "done", {"again": "plan", "done": bf.END}
+    )
+    assert g.invoke({})["n"] == 3
+    [run] = flow_runs(name)
+    assert run.state.is_completed()
+    names = sorted(t.name for t in task_runs(run.id, expect=3))
+    assert names == ["plan-1", "plan-2", "plan-3"]
+    [artifact] = artifacts(run.id)
+    assert artifact.type == "markdown" and "plan -. " not in artifact.data
+    assert "glue -. again .-> plan" in artifact.data and artifact.data.startswith("```mermaid")
+
+
+def test_a_graph_inside_a_flow_adds_its_task_runs_to_that_flow_run() -> None:
+    graph_name, flow_name = unique("inner-graph"), unique("graph-host")
+    g = bf.Graph(name=graph_name).add_node("only", lambda s: {"ok": True}).set_entry_point("only")
+
+    @bf.flow(name=flow_name)
+    async def host() -> dict[str, Any]:
+        return dict(await g.ainvoke({}))
+
+    assert asyncio.run(host()) == {"ok": True}
+    assert flow_runs(graph_name, expect=0, timeout=0) == []
+    [run] = flow_runs(flow_name)
+    assert [t.name for t in task_runs(run.id, expect=1)] == ["only-1"]
