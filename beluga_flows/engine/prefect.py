@@ -89,7 +89,10 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
                 _execute._set_attempts(err, ctx.task_run.run_count)
             raise
 
-    functools.update_wrapper(run, step.fn)  # parameters as the user wrote them
+    # Parameters as the user wrote them (``__wrapped__``), but not the user's
+    # module/qualname: cloudpickle would then ship ``run`` by reference to the
+    # user's function (Dask workers) and fail.
+    functools.update_wrapper(run, step.fn, assigned=("__name__", "__doc__"), updated=())
 
     def task_run_name() -> str:
         return _execute.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
@@ -140,10 +143,16 @@ _BODY: contextvars.ContextVar[Callable[[Any], Awaitable[Any]]] = contextvars.Con
 _SUBMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("beluga_submit", default=False)
 
 
+async def _run_body(input: Any) -> Any:
+    return await _BODY.get()(input)
+
+
 @functools.cache
 def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
+    # ``run`` reaches the ContextVar through a module-level function: Prefect ships
+    # the flow to task-runner processes, and a ContextVar does not pickle.
     async def run(input: Any) -> Any:
-        return await _BODY.get()(input)
+        return await _run_body(input)
 
     return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
 
