@@ -186,6 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
     ("flows/resilient_fetch.py:resilient_fetch", {}),
+    ("flows/research_assistant.py:research", {}),
 )
 
 
@@ -220,7 +221,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for target, params in DEMOS:
         obj = load_target(target)
         print(f"\n== {target}")
-        result = run_target(obj, {**params, "out_dir": args.out} if "sales" in target else params)
+        if "out_dir" in inspect.signature(obj.fn).parameters:
+            params = {**params, "out_dir": args.out}
+        result = run_target(obj, params)
         print(json.dumps(result, default=str, indent=2))
         lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
     print("\nSee the runs in the Prefect UI:")

@@ -111,3 +111,20 @@ def test_readme_quick_start_is_the_example_file_and_runs(prefect_server: LocalSe
         "shorts",
         "execution_failed ValueError('which city?')",
     ]
+
+
+def test_research_assistant_example_loops_then_writes(
+    prefect_server: LocalServer, tmp_path: Path
+) -> None:
+    done = cli(
+        "run",
+        "flows/research_assistant.py:research",
+        "--param",
+        f"out_dir={tmp_path}",
+        env={"PREFECT_API_URL": prefect_server.api_url},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result["rounds"] == 2 and result["gaps"] == [] and result["findings"] >= 4
+    report = (tmp_path / "research.md").read_text()
+    assert "## timeouts" in report and "## retries" in report
