@@ -23,17 +23,15 @@ to the flow run as a markdown artifact.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import _execute, telemetry
+from ._graph_run import GraphReport, GraphResult, GraphRun
 from ._plan import END, START, Plan, compile_plan
-from ._scheduler import Command, EvaluateRoute, NodeStatus, Scheduler, StartNode
+from ._scheduler import NodeStatus
 from ._validate import config_error, non_negative_int, seconds
 from .decorators import Step, step
 from .engine import Engine, get_engine, use_engine
@@ -42,21 +40,6 @@ from .retry import RetryPolicy
 from .runnable import Runnable
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphReport", "GraphResult", "NodeStatus"]
-
-
-@dataclass(frozen=True)
-class GraphReport:
-    """How each node of one graph run ended, and how often it ran."""
-
-    statuses: Mapping[str, NodeStatus]
-    iterations: Mapping[str, int]
-    errors: Mapping[str, BaseException]
-
-
-class GraphResult(dict[str, Any]):
-    """The final state of a graph run (a plain ``dict``) with its ``.report``."""
-
-    report: GraphReport
 
 
 def _positive_int(field: str, value: Any, maximum: int) -> int:
@@ -262,7 +245,7 @@ class CompiledGraph(Runnable):
         )
         with use_engine(engine):
             return await _execute.retrying(
-                lambda: _Run(self, engine, state).drive(),
+                lambda: GraphRun(self, engine, state).drive(),
                 self._policy,
                 sleep=engine.sleep,
                 rng=engine.rng,
@@ -288,150 +271,3 @@ class CompiledGraph(Runnable):
 
 def _artifact_key(name: str) -> str:
     return "graph-" + (re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "graph")
-
-
-class _Run:
-    """One invocation: carries out the scheduler's commands."""
-
-    def __init__(self, graph: CompiledGraph, engine: Engine, state: dict[str, Any]) -> None:
-        self.graph = graph
-        self.plan = graph.plan
-        self.engine = engine
-        self.sched = Scheduler(graph.plan, state)
-        self.tasks: dict[asyncio.Future[Any], str] = {}
-
-    async def drive(self) -> GraphResult:
-        loop = asyncio.get_running_loop()
-        deadline = None if self.graph.timeout is None else loop.time() + self.graph.timeout
-        try:
-            await self._apply(self.sched.start())
-            while self.tasks:
-                wait = None if deadline is None else max(0.0, deadline - loop.time())
-                done, _ = await asyncio.wait(
-                    self.tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    self._timed_out()
-                    break
-                for task in done:
-                    await self._settle(task)
-        finally:
-            await self._cancel_running()
-        return self._outcome()
-
-    async def _settle(self, task: asyncio.Future[Any]) -> None:
-        node = self.tasks.pop(task)
-        err = task.exception()
-        if err is not None and not isinstance(err, Exception):
-            raise err  # control flow (cancellation) ends the run as it is
-        if err is not None:
-            await self._apply(self.sched.failed(node, err))
-        else:
-            await self._apply(self.sched.finished(node, task.result()))
-
-    def _timed_out(self) -> None:
-        self.sched.abort(
-            OrchestratorError(
-                "graph",
-                f"graph {self.graph.name!r} timed out after {self.graph.timeout:g}s "
-                f"(running: {', '.join(self.sched.running)})",
-                ErrorCode.TIMEOUT,
-            )
-        )
-
-    async def _cancel_running(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _apply(self, commands: list[Command]) -> None:
-        pending = list(commands)
-        while pending:
-            cmd = pending.pop(0)
-            if isinstance(cmd, StartNode):
-                self.tasks[asyncio.ensure_future(self._run_node(cmd))] = cmd.node
-            elif isinstance(cmd, EvaluateRoute):
-                pending += await self._route(cmd)
-
-    async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
-        runner = self.plan.runners[cmd.node]
-        _execute.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
-        with telemetry.span(
-            "graph.node",
-            **{
-                "graph.name": self.graph.name,
-                "node.name": cmd.node,
-                "node.iteration": cmd.iteration,
-            },
-        ):
-            if isinstance(runner, Step):
-                updates = await self.engine.run_step(runner, (cmd.state,), {})
-            else:
-                updates = await runner.ainvoke(cmd.state)
-        if updates is not None and not isinstance(updates, Mapping):
-            raise OrchestratorError(
-                "graph",
-                f"node {cmd.node!r} returned {type(updates).__name__}; "
-                "a node returns a dict of updates or None",
-                ErrorCode.INVALID_STATE,
-                node=cmd.node,
-            )
-        return dict(updates) if updates is not None else None
-
-    async def _route(self, cmd: EvaluateRoute) -> list[Command]:
-        route = self.plan.routes[cmd.node]
-        try:
-            choice = route.fn(cmd.state)
-            if inspect.isawaitable(choice):
-                choice = await choice
-            targets = [self._resolve(cmd.node, c) for c in _as_list(choice)]
-        except OrchestratorError as err:
-            return self.sched.route_failed(err)
-        except Exception as err:
-            return self.sched.route_failed(
-                OrchestratorError(
-                    "graph",
-                    f"router of {cmd.node!r} failed: {err}",
-                    ErrorCode.EXECUTION_FAILED,
-                    node=cmd.node,
-                )
-            )
-        return self.sched.routed(cmd.node, targets)
-
-    def _resolve(self, node: str, choice: Any) -> str:
-        route = self.plan.routes[node]
-        if route.path_map is not None and choice in route.path_map:
-            return route.path_map[choice]
-        if choice in route.targets:
-            return str(choice)
-        expected = sorted(route.path_map) if route.path_map is not None else sorted(route.targets)
-        raise OrchestratorError(
-            "graph",
-            f"router of {node!r} returned unknown key {choice!r}; expected one of {expected}",
-            ErrorCode.INVALID_STATE,
-            node=node,
-        )
-
-    def _outcome(self) -> GraphResult:
-        s = self.sched
-        report = GraphReport(statuses=s.report(), iterations=dict(s.runs), errors=dict(s.errors))
-        if s.fatal is not None:
-            s.fatal.report = report  # type: ignore[attr-defined]
-            raise s.fatal
-        if s.errors:
-            node, err = next(iter(s.errors.items()))
-            raise OrchestratorError(
-                "graph",
-                f"node {node!r} failed: {err}",
-                ErrorCode.EXECUTION_FAILED,
-                node=node,
-                report=report,
-            ) from err
-        result = GraphResult(s.state)
-        result.report = report
-        return result
-
-
-def _as_list(choice: Any) -> list[Any]:
-    return list(choice) if isinstance(choice, list | tuple | set | frozenset) else [choice]

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from .errors import OrchestratorError
 
-__all__ = ["DEFAULT_PREFIX", "execution", "instruments", "span", "tracer"]
+__all__ = ["DEFAULT_PREFIX", "execution", "instruments", "span", "tracer", "tracing_enabled"]
 
 DEFAULT_PREFIX = "beluga.orchestration"
 tracer = trace.get_tracer("beluga_flows")
@@ -104,9 +104,21 @@ async def execution(
             inst.active.add(-1, base)
 
 
+def tracing_enabled() -> bool:
+    """Whether the application installed a tracer provider (an SDK)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextlib.contextmanager
-def span(name: str, **attrs: Any) -> Iterator[Span]:
-    """A child span that records a failure as its status."""
+def span(name: str, **attrs: Any) -> Iterator[Span | None]:
+    """A child span that records a failure as its status.
+
+    Without a tracer provider there is nobody to record it: the hot path (a span
+    per graph node or chain step) then skips the API's no-op span machinery.
+    """
+    if not tracing_enabled():
+        yield None
+        return
     with tracer.start_as_current_span(
         name, attributes=attrs, record_exception=False, set_status_on_exception=False
     ) as sp:

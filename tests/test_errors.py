@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import pickle
 
 import httpx
@@ -106,7 +107,13 @@ def test_unpicklable_cause_degrades_to_text() -> None:
 
     err = OrchestratorError("step", Local("lost handle"), ErrorCode.TIMEOUT)
     err.handle = lambda: None  # an unpicklable attribute is dropped, not fatal
-    back = pickle.loads(pickle.dumps(err))
+    # A plain pickler: importing Dask installs tblib's reducers for every exception
+    # class process-wide, which pickle __cause__ themselves.
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {}
+    pickler.dump(err)
+    back = pickle.loads(buffer.getvalue())
     assert str(back) == "orchestrator step [timeout]: lost handle"
     assert back.retryable and not hasattr(back, "handle")
 

@@ -82,6 +82,9 @@ async def run_inline(
 ) -> Any:
     """A step call in-process, without a task run: ``retry → timeout → call``."""
     spec = step.spec
+    plain = spec.retry_policy is None and spec.timeout is None and not spec.cache
+    if plain and _execute._FLOW_LIMIT.get() is None:  # the hot path of inline glue steps
+        return await _execute.call(step.fn, args, kwargs)
     key = _cache_key(args, kwargs) if spec.cache else None
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit

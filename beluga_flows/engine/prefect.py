@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -168,8 +169,9 @@ class PrefectEngine(Engine):
         if not step.spec.track:
             return await run_inline(step, args, kwargs)
         task = prefect_task(step)
+        tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
         async with _execute.flow_slot():
-            with prefect_tags(*step.spec.tags):
+            with tagged:
                 if _SUBMIT.get():
                     future = task.submit(*args, **kwargs)
                     return await asyncio.to_thread(future.result)
