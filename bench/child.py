@@ -241,12 +241,10 @@ def server_cpu_seconds(pid: int | None) -> float:
 
 
 def wait_idle(pid: int | None, min_idle: float, max_wait: float = 8.0) -> float:
-    """Sleep ``min_idle`` s, then until the server uses < 10 % of a core; time waited."""
-    if pid is None:
-        return 0.0
+    """Sleep ``min_idle`` s, then until server ``pid`` uses < 10 % of a core; time waited."""
     start = time.perf_counter()
     time.sleep(min_idle)
-    while time.perf_counter() - start < max_wait:
+    while pid is not None and time.perf_counter() - start < max_wait:
         before = server_cpu_seconds(pid)
         time.sleep(0.25)
         if server_cpu_seconds(pid) - before < 0.025:
@@ -277,12 +275,15 @@ def calibrate(run: RunOnce, steps: int) -> int:
 
 def measure(res: Result, run: RunOnce, w: Workload, args: argparse.Namespace) -> None:
     """Warm up, then take ``args.runs`` samples into ``res``."""
-    pid = int(os.environ["BENCH_SERVER_PID"]) if res.runner in PREFECT_RUNNERS else None
+    prefect = res.runner in PREFECT_RUNNERS
+    server = os.environ.get("BENCH_SERVER_PID") if prefect else None
+    pid = int(server) if server else None
+    idle = args.min_idle if prefect else 0.0
     res.first_run = timed(run, 1, w.steps)[0]
     for _ in range(args.warmup - 1):
         timed(run, 1, w.steps)
-    wait_idle(pid, args.min_idle)
-    res.batch = 1 if pid is not None else calibrate(run, w.steps)
+    wait_idle(pid, idle)
+    res.batch = 1 if prefect else calibrate(run, w.steps)
     profiler = cProfile.Profile() if args.profile else None
     for _ in range(args.runs):
         cpu0 = server_cpu_seconds(pid)
@@ -291,7 +292,7 @@ def measure(res: Result, run: RunOnce, w: Workload, args: argparse.Namespace) ->
         total, per_step, client = timed(run, res.batch, w.steps)
         if profiler is not None:
             profiler.disable()
-        res.idle_wait.append(wait_idle(pid, args.min_idle))
+        res.idle_wait.append(wait_idle(pid, idle))
         res.total.append(total)
         res.per_step.append(per_step)
         res.client_cpu.append(client)

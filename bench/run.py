@@ -49,20 +49,27 @@ class Settings:
     """Repetitions of one mode."""
 
     mode: str
-    runs: int  # Prefect runners and the IO workload: single runs
+    runs: int  # single runs on chain50-io (every runner)
+    prefect_runs: int  # Prefect runners on the short workloads (noisy: more runs)
     fast_runs: int  # fast runners on the sub-millisecond workloads: batch samples
     min_idle: float  # Prefect: seconds of idle before each measured run
     quiet_wait: float  # ... or after waiting this long for that (then the row is flagged)
     nocache_row: bool  # also measure prefect-raw-nocache on chain50-trivial
 
     def runs_for(self, runner: str, workload: str) -> int:
-        if runner in PREFECT_RUNNERS or workload == "chain50-io":
+        if workload == "chain50-io":
             return self.runs
+        if runner in PREFECT_RUNNERS:
+            return self.prefect_runs
         return self.fast_runs
 
 
-NORMAL = Settings("normal", runs=7, fast_runs=31, min_idle=1.0, quiet_wait=30.0, nocache_row=True)
-QUICK = Settings("quick", runs=3, fast_runs=11, min_idle=0.75, quiet_wait=5.0, nocache_row=False)
+NORMAL = Settings(
+    "normal", runs=7, prefect_runs=11, fast_runs=31, min_idle=1.0, quiet_wait=30.0, nocache_row=True
+)
+QUICK = Settings(
+    "quick", runs=3, prefect_runs=3, fast_runs=11, min_idle=0.75, quiet_wait=5.0, nocache_row=False
+)
 
 
 @dataclass
@@ -290,7 +297,8 @@ def markdown(bench: Bench) -> str:
         f"* Python {m['python']}, prefect {m['prefect']}, langgraph {m['langgraph']}, "
         f"beluga_flows {m['beluga_flows']}",
         f"* load average before / after: {m['load_before']} / {m.get('load_after', '?')}",
-        f"* mode {s.mode}: {s.runs} measured runs per Prefect runner and on chain50-io, "
+        f"* mode {s.mode}: {s.prefect_runs} measured runs per Prefect runner "
+        f"({s.runs} on chain50-io, also for the fast runners), "
         f"{s.fast_runs} batch samples per fast runner; 1 warm-up run each; "
         f"Prefect runs start after ≥ {s.min_idle:g} s with the server idle",
         f"* Prefect server (SQLite, one for all Prefect children): up in "
@@ -323,8 +331,12 @@ NOTES = """## How to read this
   Prefect server spent from the run's start until it was idle again (its per-task-run
   post-processing included). *first run*: the warm-up run (client set-up included).
 * *peak RSS*: `ru_maxrss` of the child (the runner's imports included).
+* *prefect-raw* keeps Prefect's task defaults (DEFAULT cache policy: a cache key per
+  call); *prefect-raw-nocache* and *bf-tracked* use NO_CACHE without persistence.
+* *bf-tracked*'s first run includes importing Prefect: beluga_flows imports it lazily.
 * Prefect numbers vary run to run by ±20-30 % on 2 cores (see the range columns); a
-  ratio within ~10 % of 1.0 is within noise.
+  ratio within ~10 % of 1.0 is within noise. Fast runners also vary ~±30 % between
+  processes (a fresh process can be slower throughout), which moves their ratios.
 """
 
 
@@ -334,7 +346,8 @@ def finish(bench: Bench, started: float) -> None:
     bench.meta["wall_s"] = time.perf_counter() - started
     proc = bench.server.process if bench.server is not None else None
     if proc is not None and proc.poll() is None:
-        bench.meta["server_rss"] = proc_status(proc.pid, "VmHWM")
+        hwm = (proc_status(proc.pid, "VmHWM") or "0 kB").split()[0]
+        bench.meta["server_rss"] = f"{int(hwm) / 1024:.0f} MiB"
         fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         bench.meta["server_cpu"] = f"{cpu:.0f} s"
