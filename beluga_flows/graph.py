@@ -23,7 +23,6 @@ to the flow run as a markdown artifact.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -186,14 +185,22 @@ class Graph(Runnable):
 
 
 def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
+    """The node's step, named after the node; ``@step`` validates the overrides."""
+    options: dict[str, Any] = {}
     if isinstance(fn, Step):
-        spec = dataclasses.replace(fn.spec, name=name, **overrides)
-        if "timeout" in overrides:
-            spec = dataclasses.replace(spec, timeout=seconds("graph", "timeout", spec.timeout))
-        return Step(fn.fn, spec)
-    if not callable(fn) or isinstance(fn, type):
+        spec = fn.spec
+        options = {
+            "description": spec.description,
+            "retry_policy": spec.retry_policy,
+            "timeout": spec.timeout,
+            "cache": spec.cache,
+            "tags": spec.tags,
+            "track": spec.track,
+        }
+        fn = fn.fn
+    elif not callable(fn) or isinstance(fn, type):
         raise config_error("graph", f"node {name!r} is not callable: {fn!r}")
-    made: Step = step(name=name, **overrides)(fn)
+    made: Step = step(name=name, **{**options, **overrides})(fn)
     return made
 
 

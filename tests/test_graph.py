@@ -247,3 +247,22 @@ def test_bad_state_input_and_bad_node_output(engine: str) -> None:
         isinstance(err.__cause__, OrchestratorError)
         and err.__cause__.code is ErrorCode.INVALID_STATE
     )
+
+
+def test_node_overrides_are_validated_and_keep_the_steps_options() -> None:
+    @bf.step(tags=["io"], timeout=5)
+    def fetch(s: dict[str, Any]) -> None:
+        return None
+
+    g = bf.Graph().add_node("get", fetch, retry_policy=bf.RetryPolicy(max_attempts=2))
+    node = g._nodes["get"]
+    assert isinstance(node, bf.Step) and node.name == "get" and node.fn is fetch.fn
+    assert node.spec.tags == ("io",) and node.spec.timeout == 5.0
+    assert node.spec.retry_policy == bf.RetryPolicy(max_attempts=2)
+    for bad in ({"retry_policy": 3}, {"timeout": -1}, {"track": "no"}):
+        assert code_of(lambda bad=bad: bf.Graph().add_node("x", fetch, **bad)).code is (
+            ErrorCode.INVALID_CONFIG
+        )
+    assert code_of(lambda: bf.Graph().add_node("c", bf.Chain([len]), timeout=1)).code is (
+        ErrorCode.INVALID_CONFIG
+    )
