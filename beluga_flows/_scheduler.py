@@ -18,6 +18,12 @@ Rules:
   work goes on. With finish points, the run stops starting nodes once each has run.
 
 Every event costs O(degree + update size): a run is linear in its size.
+
+Why an object and not a function ``(run_state, event) -> (run_state, commands)``:
+the run state (arrivals, queue, writes, iteration counts) is owned by the scheduler
+and advanced only by events, which gives the same determinism and testability;
+copying it on every event, as a literal pure reducer would, makes a run quadratic
+(a 10,000-node graph is in the tests and the bench).
 """
 
 from __future__ import annotations
