@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -95,13 +96,13 @@ class GraphRun:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _apply(self, commands: list[Command]) -> None:
-        pending = list(commands)
+        pending = deque(commands)
         while pending:
-            cmd = pending.pop(0)
+            cmd = pending.popleft()
             if isinstance(cmd, StartNode):
                 self.tasks[asyncio.ensure_future(self._run_node(cmd))] = cmd.node
             elif isinstance(cmd, EvaluateRoute):
-                pending += await self._route(cmd)
+                pending.extend(await self._route(cmd))
 
     async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
         runner = self.plan.runners[cmd.node]
