@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench server clean
+.PHONY: demo test lint typecheck bench server clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The suite starts a real redis-server (shared circuit-breaker state); install it
+# with apt when it is missing and we may (root), else say what to install.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "please install redis-server (e.g. sudo apt-get install redis-server)"; exit 1; fi; }
+
+test: lint typecheck system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -15,6 +15,8 @@ Example::
         return fetch(city)
 """
 
+from ._breaker_store import BreakerStore, MemoryStore, RedisStore
+from .breaker import CircuitBreaker, CircuitState
 from .chain import Chain
 from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from .engine import Engine, LocalEngine, use_engine
@@ -30,8 +32,11 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "START",
+    "BreakerStore",
     "BufferMemory",
     "Chain",
+    "CircuitBreaker",
+    "CircuitState",
     "CompiledGraph",
     "Engine",
     "ErrorCode",
@@ -41,8 +46,10 @@ __all__ = [
     "GraphReport",
     "GraphResult",
     "LocalEngine",
+    "MemoryStore",
     "NodeStatus",
     "OrchestratorError",
+    "RedisStore",
     "RetryPolicy",
     "Router",
     "Runnable",

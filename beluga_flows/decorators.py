@@ -27,6 +27,7 @@ from typing import Any, overload
 from . import _execute
 from ._validate import config_error, non_negative_int, seconds
 from ._validate import tags as check_tags
+from .breaker import CircuitBreaker
 from .engine import current_engine
 from .retry import RetryPolicy
 from .runnable import Runnable
@@ -35,7 +36,7 @@ __all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "flow", "step"]
 
 # Options of the contract that later releases enforce; accepting them silently
 # would be worse than a clear error today.
-_NOT_YET = ("concurrency", "max_concurrency", "rate_limit", "circuit_breaker")
+_NOT_YET = ("concurrency", "max_concurrency", "rate_limit")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class StepSpec:
     cache: bool = False
     tags: tuple[str, ...] = ()
     track: bool = True
+    circuit_breaker: str | CircuitBreaker | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +154,7 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         if options.get(key) is not None:
             raise config_error(
                 owner,
-                f"{key}= is not available in this release yet (circuit breakers and "
+                f"{key}= is not available in this release yet (concurrency and rate "
                 "limits arrive with the resilience work)",
             )
     retries = non_negative_int(owner, "retries", options["retries"], maximum=100)
@@ -171,6 +173,17 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         cache=_bool(owner, "cache", options["cache"]),
         tags=check_tags(owner, options["tags"]),
         track=_bool(owner, "track", options["track"]),
+        circuit_breaker=_breaker(owner, options["circuit_breaker"]),
+    )
+
+
+def _breaker(owner: str, value: Any) -> str | CircuitBreaker | None:
+    if value is None or isinstance(value, CircuitBreaker):
+        return value
+    if isinstance(value, str) and value:
+        return value  # shared by name, resolved at call time
+    raise config_error(
+        owner, f"circuit_breaker must be a breaker name or a CircuitBreaker, got {value!r}"
     )
 
 

@@ -24,7 +24,15 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from .errors import OrchestratorError
 
-__all__ = ["DEFAULT_PREFIX", "execution", "instruments", "span", "tracer", "tracing_enabled"]
+__all__ = [
+    "record_breaker_change",
+    "DEFAULT_PREFIX",
+    "execution",
+    "instruments",
+    "span",
+    "tracer",
+    "tracing_enabled",
+]
 
 DEFAULT_PREFIX = "beluga.orchestration"
 tracer = trace.get_tracer("beluga_flows")
@@ -127,3 +135,16 @@ def span(name: str, **attrs: Any) -> Iterator[Span | None]:
         except BaseException as err:
             _fail(sp, err)
             raise
+
+
+_breaker_changes: metrics.Counter | None = None
+
+
+def record_breaker_change(breaker: Any, old: Any, new: Any) -> None:
+    """Count breaker state changes: ``<prefix>.breaker.state_changes``."""
+    global _breaker_changes
+    if _breaker_changes is None:
+        _breaker_changes = _meter.create_counter(
+            f"{DEFAULT_PREFIX}.breaker.state_changes", description="circuit breaker state changes"
+        )
+    _breaker_changes.add(1, {"breaker.name": breaker.name, "from": str(old), "to": str(new)})

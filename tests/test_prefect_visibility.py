@@ -184,3 +184,56 @@ def test_a_graph_inside_a_flow_adds_its_task_runs_to_that_flow_run() -> None:
     assert flow_runs(graph_name, expect=0, timeout=0) == []
     [run] = flow_runs(flow_name)
     assert [t.name for t in task_runs(run.id, expect=1)] == ["only-1"]
+
+
+def _events(api_url: str, prefix: str) -> list[dict[str, Any]]:
+    import httpx
+
+    body = {"filter": {"event": {"prefix": [prefix]}}, "limit": 50}
+    response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return list(response.json()["events"])
+
+
+def test_breaker_changes_are_prefect_events_and_fast_fails_show_their_code(
+    prefect_server: Any,
+) -> None:
+    import time
+
+    from prefect.events.worker import EventsWorker
+
+    name, flow_name = unique("llm"), unique("breaker-flow")
+    bf.CircuitBreaker(name, failure_threshold=1, recovery_timeout=60)
+
+    @bf.step(circuit_breaker=name)
+    def call_llm() -> None:
+        raise ConnectionError("provider down")
+
+    @bf.flow(name=flow_name)
+    def guarded() -> list[str]:
+        codes = []
+        for _ in range(2):
+            try:
+                call_llm()
+            except Exception as err:
+                codes.append(getattr(err, "code", type(err).__name__))
+        return [str(c) for c in codes]
+
+    assert guarded() == ["ConnectionError", "circuit_breaker_open"]
+    [run] = flow_runs(flow_name)
+    first, second = task_runs(run.id, expect=2)
+    assert "ConnectionError" in first.state.message
+    assert "[circuit_breaker_open]" in second.state.message
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + 20
+    while True:
+        mine = [
+            e
+            for e in _events(prefect_server.api_url, "beluga.breaker.")
+            if e["resource"]["prefect.resource.id"] == f"beluga.breaker.{name}"
+        ]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [e["event"] for e in mine] == ["beluga.breaker.opened"]
+    assert mine[0]["payload"] == {"from": "closed", "to": "open"}

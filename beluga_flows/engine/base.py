@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _execute
+from ..breaker import get_breaker
 
 if TYPE_CHECKING:
     from ..decorators import Flow, Step
 
-__all__ = ["Engine", "run_flow_body", "run_inline"]
+__all__ = ["Engine", "guarded_call", "run_flow_body", "run_inline"]
 
 T = TypeVar("T")
 
@@ -82,23 +83,41 @@ async def run_inline(
 ) -> Any:
     """A step call in-process, without a task run: ``retry → timeout → call``."""
     spec = step.spec
-    plain = spec.retry_policy is None and spec.timeout is None and not spec.cache
+    plain = (
+        spec.retry_policy is None
+        and spec.timeout is None
+        and not spec.cache
+        and spec.circuit_breaker is None
+    )
     if plain and _execute._FLOW_LIMIT.get() is None:  # the hot path of inline glue steps
         return await _execute.call(step.fn, args, kwargs)
     key = _cache_key(args, kwargs) if spec.cache else None
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit
 
-    async def attempt() -> Any:
+    async with _execute.flow_slot():
+        result = await _execute.retrying(
+            lambda: guarded_call(step, args, kwargs), spec.retry_policy, sleep=sleep, rng=rng
+        )
+    if key is not None:
+        step._memo[key] = result
+    return result
+
+
+async def guarded_call(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """One attempt of a step call: ``breaker → timeout → call`` (retries wrap it)."""
+    spec = step.spec
+
+    async def timed() -> Any:
         return await _execute.call_with_timeout(
             step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
         )
 
-    async with _execute.flow_slot():
-        result = await _execute.retrying(attempt, spec.retry_policy, sleep=sleep, rng=rng)
-    if key is not None:
-        step._memo[key] = result
-    return result
+    named = spec.circuit_breaker
+    if named is None:
+        return await timed()
+    breaker = get_breaker(named) if isinstance(named, str) else named
+    return await breaker.call(timed)
 
 
 async def run_flow_body(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

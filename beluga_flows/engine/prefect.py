@@ -29,10 +29,12 @@ from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.events import emit_event
 
 from .. import _execute
+from ..breaker import add_global_listener
 from ..retry import RetryPolicy
-from .base import Engine, run_flow_body, run_inline
+from .base import Engine, guarded_call, run_flow_body, run_inline
 
 if TYPE_CHECKING:
     from ..decorators import Flow, Step
@@ -81,9 +83,7 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
     async def run(*args: Any, **kwargs: Any) -> Any:
         _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         try:
-            return await _execute.call_with_timeout(
-                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
-            )
+            return await guarded_call(step, args, kwargs)
         except Exception as err:
             ctx = TaskRunContext.get()
             if ctx is not None:
@@ -156,6 +156,22 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
         return await _run_body(input)
 
     return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
+
+
+def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
+    """Each breaker state change is a Prefect event (``beluga.breaker.opened`` …)."""
+    verb = {"open": "opened", "half_open": "half_opened", "closed": "closed"}[str(new)]
+    emit_event(
+        event=f"beluga.breaker.{verb}",
+        resource={
+            "prefect.resource.id": f"beluga.breaker.{breaker.name}",
+            "prefect.resource.name": breaker.name,
+        },
+        payload={"from": str(old), "to": str(new)},
+    )
+
+
+add_global_listener(_emit_breaker_event)
 
 
 class PrefectEngine(Engine):

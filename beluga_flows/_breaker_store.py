@@ -1,0 +1,138 @@
+"""Where circuit-breaker state lives: one process (memory) or many (Redis).
+
+A store does one thing: apply a pure function to a breaker's state atomically.
+The memory store holds a lock only for that function (never across the protected
+call); the Redis store runs it inside a WATCH/MULTI transaction, retried on
+conflict, so N processes agree and only ``half_open_max_calls`` probes go out
+across all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ._validate import config_error
+from .errors import ErrorCode, OrchestratorError
+
+if TYPE_CHECKING:
+    from .breaker import BreakerState
+
+__all__ = ["BreakerStore", "MemoryStore", "RedisStore"]
+
+Update = Callable[["BreakerState"], tuple["BreakerState", Any]]
+
+
+@runtime_checkable
+class BreakerStore(Protocol):
+    """Atomic read-modify-write of breaker states, by breaker name."""
+
+    async def load(self, name: str) -> BreakerState:
+        """The stored state (a closed one when there is none)."""
+
+    async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        """Apply ``fn(state) -> (new state, result)`` atomically; ``(old, new, result)``."""
+
+
+class MemoryStore(BreakerStore):
+    """In-process state: shared by every breaker object of one process."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, BreakerState] = {}
+        self._lock = threading.Lock()
+
+    async def load(self, name: str) -> BreakerState:
+        from .breaker import BreakerState
+
+        return self._states.get(name) or BreakerState()
+
+    async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        from .breaker import BreakerState
+
+        with self._lock:
+            old = self._states.get(name) or BreakerState()
+            new, result = fn(old)
+            if new is not old:
+                self._states[name] = new
+        return old, new, result
+
+
+class RedisStore(BreakerStore):
+    """State in Redis, shared by every process that uses the same URL and prefix.
+
+    Example::
+
+        store = RedisStore("redis://127.0.0.1:6379/0")
+        bf.CircuitBreaker("llm", store=store)
+    """
+
+    def __init__(self, url: str, *, prefix: str = "beluga:breaker:", timeout: float = 2.0) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise config_error(
+                "breaker", f"store URL must be redis://, rediss:// or unix://, got {url!r}"
+            )
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.prefix = prefix
+        self._timeout = timeout
+        self._make: Callable[[], Any] = lambda: aioredis.Redis.from_url(  # type: ignore[no-untyped-call]
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._clients: dict[int, Any] = {}  # one client per event loop
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None:
+            client = self._clients[id(loop)] = self._make()
+        return client
+
+    def _unreachable(self, name: str, err: BaseException) -> OrchestratorError:
+        return OrchestratorError(
+            "breaker",
+            f"breaker {name!r}: store {self.url} unreachable: {err}",
+            ErrorCode.RESOURCE_EXHAUSTED,
+            breaker=name,
+        )
+
+    async def load(self, name: str) -> BreakerState:
+        from redis.exceptions import RedisError
+
+        from .breaker import BreakerState
+
+        try:
+            raw = await self._client().get(self.prefix + name)
+        except (RedisError, OSError) as err:
+            raise self._unreachable(name, err) from err
+        return BreakerState.from_json(json.loads(raw)) if raw else BreakerState()
+
+    async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        from redis.exceptions import RedisError, WatchError
+
+        from .breaker import BreakerState
+
+        key = self.prefix + name
+        client = self._client()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.get(key)
+                        old = BreakerState.from_json(json.loads(raw)) if raw else BreakerState()
+                        new, result = fn(old)
+                        if new is old:
+                            await pipe.unwatch()
+                            return old, new, result
+                        pipe.multi()
+                        pipe.set(key, json.dumps(new.to_json()))
+                        await pipe.execute()
+                        return old, new, result
+                    except WatchError:
+                        continue  # another process changed it: decide again on fresh state
+        except (RedisError, OSError) as err:
+            raise self._unreachable(name, err) from err

@@ -1,0 +1,358 @@
+"""Circuit breakers: states, a pure transition function, listeners, a registry.
+
+Storage lives behind :class:`~beluga_flows._breaker_store.BreakerStore` (in memory by
+default, Redis for many processes); every decision is :func:`admit` /
+:func:`record` on a :class:`BreakerState` value with an explicit ``now``, so the
+same logic runs on every store and tests drive it with a fake clock. No lock is
+held while the protected call runs.
+
+Example::
+
+    llm = bf.CircuitBreaker("llm", failure_threshold=5, recovery_timeout=30)
+
+    @bf.step(circuit_breaker="llm", retries=3)
+    async def complete(prompt: str) -> str: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import telemetry
+from ._breaker_store import BreakerStore, MemoryStore
+from ._validate import config_error, seconds
+from .errors import ErrorCode, OrchestratorError
+
+__all__ = [
+    "BreakerConfig",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitState",
+    "admit",
+    "get_breaker",
+    "record",
+]
+
+T = TypeVar("T")
+Listener = Callable[["CircuitBreaker", "CircuitState", "CircuitState"], Any]
+
+# Caller mistakes and control flow say nothing about the dependency's health.
+_NEUTRAL_CODES = frozenset(
+    {
+        ErrorCode.INVALID_CONFIG,
+        ErrorCode.INVALID_INPUT,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.INVALID_STATE,
+        ErrorCode.TASK_CANCELED,
+    }
+)
+
+
+class CircuitState(enum.StrEnum):
+    """``closed`` (calls pass), ``open`` (calls fail fast), ``half_open`` (probing)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """The validated thresholds of a breaker."""
+
+    failure_threshold: int = 5
+    recovery_timeout: float = 30.0
+    half_open_max_calls: int = 1
+    success_threshold: int = 1
+    failure_rate: float | None = None
+    window: int | None = None
+    slow_call_duration: float | None = None
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What a store keeps for one breaker (JSON-friendly)."""
+
+    state: CircuitState = CircuitState.CLOSED
+    failures: int = 0  # consecutive, while closed
+    opened_at: float | None = None
+    probes: int = 0  # half-open calls in flight
+    successes: int = 0  # half-open successes so far
+    outcomes: tuple[bool, ...] = field(default=())  # last `window` calls, True = failure
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            **dataclasses.asdict(self),
+            "state": self.state.value,
+            "outcomes": list(self.outcomes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BreakerState:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            **{
+                **data,
+                "state": CircuitState(data["state"]),
+                "outcomes": tuple(data.get("outcomes", ())),
+            }
+        )
+
+
+def _opened(now: float) -> BreakerState:
+    return BreakerState(state=CircuitState.OPEN, opened_at=now)
+
+
+def visible_state(cfg: BreakerConfig, st: BreakerState, now: float) -> CircuitState:
+    """The state a reader sees: open turns half-open once the recovery time passed."""
+    opened = st.opened_at
+    if (
+        st.state is CircuitState.OPEN
+        and opened is not None
+        and now - opened >= cfg.recovery_timeout
+    ):
+        return CircuitState.HALF_OPEN
+    return st.state
+
+
+def admit(cfg: BreakerConfig, st: BreakerState, now: float) -> tuple[BreakerState, bool, bool]:
+    """May a call go through? Returns ``(new state, allowed, is_probe)``."""
+    if visible_state(cfg, st, now) is CircuitState.HALF_OPEN and st.state is CircuitState.OPEN:
+        st = BreakerState(state=CircuitState.HALF_OPEN)
+    if st.state is CircuitState.CLOSED:
+        return st, True, False
+    if st.state is CircuitState.HALF_OPEN and st.probes < cfg.half_open_max_calls:
+        return dataclasses.replace(st, probes=st.probes + 1), True, True
+    return st, False, False
+
+
+def record(
+    cfg: BreakerConfig, st: BreakerState, failed: bool, probe: bool, now: float
+) -> BreakerState:
+    """The state after a call that was admitted has finished."""
+    if st.state is CircuitState.HALF_OPEN and probe:
+        if failed:
+            return _opened(now)
+        successes = st.successes + 1
+        if successes >= cfg.success_threshold:
+            return BreakerState()
+        return dataclasses.replace(st, probes=st.probes - 1, successes=successes)
+    if st.state is not CircuitState.CLOSED:
+        return st  # a call admitted before the breaker opened: too late to matter
+    if not failed and not st.failures and not cfg.window:
+        return st  # the common case: nothing to write
+    outcomes = st.outcomes
+    if cfg.window:
+        outcomes = (*outcomes, failed)[-cfg.window :]
+    failures = st.failures + 1 if failed else 0
+    if failed and failures >= cfg.failure_threshold:
+        return _opened(now)
+    rate, window = cfg.failure_rate, cfg.window
+    full = rate is not None and window is not None and len(outcomes) >= window
+    if full and rate is not None and sum(outcomes) / len(outcomes) >= rate:
+        return _opened(now)
+    return dataclasses.replace(st, failures=failures, outcomes=outcomes)
+
+
+def _positive_int(name: str, field_name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise config_error(
+            "breaker", f"breaker {name!r}: {field_name} must be an int >= 1, got {value!r}"
+        )
+    return value
+
+
+class CircuitBreaker:
+    """A named circuit breaker, shared by every step that names it.
+
+    Trips on ``failure_threshold`` consecutive failures, or when the share of
+    failures over the last ``window`` calls reaches ``failure_rate``; calls slower
+    than ``slow_call_duration`` count as failures. After ``recovery_timeout`` it
+    lets ``half_open_max_calls`` probes through (across processes with a shared
+    store) and closes after ``success_threshold`` successful probes. ``exclude``
+    lists exception types or codes that do not count as failures (by default caller
+    mistakes such as ``INVALID_INPUT``; cancellation never counts).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int = 5,
+        recovery_timeout: Any = 30.0,
+        half_open_max_calls: int = 1,
+        success_threshold: int = 1,
+        failure_rate: float | None = None,
+        window: int | None = None,
+        slow_call_duration: Any = None,
+        store: BreakerStore | None = None,
+        *,
+        exclude: tuple[type[BaseException] | ErrorCode, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise config_error("breaker", f"breaker name must be a non-empty string, got {name!r}")
+        if failure_rate is not None and (
+            isinstance(failure_rate, bool)
+            or not isinstance(failure_rate, int | float)
+            or not 0 < failure_rate <= 1
+        ):
+            raise config_error(
+                "breaker", f"breaker {name!r}: failure_rate must be in (0, 1], got {failure_rate!r}"
+            )
+        if window is not None:
+            window = _positive_int(name, "window", window)
+        elif failure_rate is not None:
+            window = 20
+        if store is not None and not isinstance(store, BreakerStore):
+            raise config_error(
+                "breaker", f"breaker {name!r}: store must be a BreakerStore, got {store!r}"
+            )
+        self.name = name
+        self.config = BreakerConfig(
+            failure_threshold=_positive_int(name, "failure_threshold", failure_threshold),
+            recovery_timeout=seconds(
+                "breaker", "recovery_timeout", recovery_timeout, allow_none=False
+            )
+            or 0.0,
+            half_open_max_calls=_positive_int(name, "half_open_max_calls", half_open_max_calls),
+            success_threshold=_positive_int(name, "success_threshold", success_threshold),
+            failure_rate=failure_rate,
+            window=window,
+            slow_call_duration=seconds("breaker", "slow_call_duration", slow_call_duration),
+        )
+        self.store: BreakerStore = store if store is not None else MemoryStore()
+        self.exclude = tuple(exclude)
+        self.clock = clock
+        self._listeners: list[Listener] = []
+        self._last_seen = CircuitState.CLOSED
+        with _REGISTRY_LOCK:
+            _REGISTRY[name] = self
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state (``half_open`` as soon as the recovery time has passed)."""
+        from . import _execute
+
+        st = _execute.run_sync(lambda: self.store.load(self.name))
+        return visible_state(self.config, st, self.clock())
+
+    async def astate(self) -> CircuitState:
+        """:attr:`state`, awaitable."""
+        return visible_state(self.config, await self.store.load(self.name), self.clock())
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(breaker, old, new)`` on every state change this process sees."""
+        self._listeners.append(listener)
+
+    async def atrip(self) -> None:
+        """Open now."""
+        await self._change(lambda st: (_opened(self.clock()), None))
+
+    async def areset(self) -> None:
+        """Close now and forget the counts."""
+        await self._change(lambda st: (BreakerState(), None))
+
+    def trip(self) -> None:
+        """Open now (sync)."""
+        from . import _execute
+
+        _execute.run_sync(self.atrip)
+
+    def reset(self) -> None:
+        """Close now (sync)."""
+        from . import _execute
+
+        _execute.run_sync(self.areset)
+
+    # ---------------------------------------------------------------- calls
+
+    def counts_as_failure(self, err: BaseException) -> bool:
+        """Whether ``err`` says the dependency is unhealthy."""
+        if not isinstance(err, Exception):
+            return False
+        if isinstance(err, OrchestratorError) and err.code in _NEUTRAL_CODES:
+            return False
+        for item in self.exclude:
+            if isinstance(item, ErrorCode):
+                if isinstance(err, OrchestratorError) and err.code is item:
+                    return False
+            elif isinstance(err, item):
+                return False
+        return True
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` if the breaker admits it; fail fast with ``CIRCUIT_BREAKER_OPEN``."""
+        now = self.clock()
+        allowed, probe = await self._change(lambda st: _admit_result(self.config, st, now))
+        if not allowed:
+            raise OrchestratorError(
+                "breaker",
+                f"circuit breaker {self.name!r} is open",
+                ErrorCode.CIRCUIT_BREAKER_OPEN,
+                breaker=self.name,
+            )
+        start = time.perf_counter()
+        try:
+            result = await fn()
+        except BaseException as err:
+            failed = self.counts_as_failure(err)
+            if failed or probe:
+                await self._finish(failed, probe)
+            raise
+        slow = self.config.slow_call_duration
+        await self._finish(slow is not None and time.perf_counter() - start > slow, probe)
+        return result
+
+    async def _finish(self, failed: bool, probe: bool) -> None:
+        now = self.clock()
+        await self._change(lambda st: (record(self.config, st, failed, probe, now), None))
+
+    async def _change(self, fn: Callable[[BreakerState], tuple[BreakerState, Any]]) -> Any:
+        old, new, result = await self.store.update(self.name, fn)
+        if old.state is not new.state:
+            self._notify(old.state, new.state)
+        return result
+
+    def _notify(self, old: CircuitState, new: CircuitState) -> None:
+        for listener in list(self._listeners) + list(_GLOBAL_LISTENERS):
+            with contextlib.suppress(Exception):  # a listener never breaks the call
+                listener(self, old, new)
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.name!r})"
+
+
+def _admit_result(cfg: BreakerConfig, st: BreakerState, now: float) -> tuple[BreakerState, Any]:
+    new, allowed, probe = admit(cfg, st, now)
+    return new, (allowed, probe)
+
+
+_REGISTRY: dict[str, CircuitBreaker] = {}
+_REGISTRY_LOCK = threading.Lock()
+_GLOBAL_LISTENERS: list[Listener] = []
+
+
+def get_breaker(name: str) -> CircuitBreaker:
+    """The breaker registered under ``name`` (a default one is made on first use)."""
+    with _REGISTRY_LOCK:
+        found = _REGISTRY.get(name)
+    return found if found is not None else CircuitBreaker(name)
+
+
+def add_global_listener(listener: Listener) -> None:
+    """Listen to every breaker's state changes (telemetry and Prefect events use it)."""
+    if listener not in _GLOBAL_LISTENERS:
+        _GLOBAL_LISTENERS.append(listener)
+
+
+add_global_listener(telemetry.record_breaker_change)
