@@ -22,6 +22,7 @@ from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from .engine import Engine, LocalEngine, use_engine
 from .errors import ErrorCode, OrchestratorError, is_retryable
 from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
+from .limits import define_rate_limit
 from .memory import BufferMemory
 from .patterns import Router, scatter_gather
 from .retry import RetryPolicy
@@ -55,6 +56,7 @@ __all__ = [
     "Runnable",
     "Step",
     "StepSpec",
+    "define_rate_limit",
     "flow",
     "is_retryable",
     "scatter_gather",

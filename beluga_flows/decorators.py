@@ -36,7 +36,6 @@ __all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "flow", "step"]
 
 # Options of the contract that later releases enforce; accepting them silently
 # would be worse than a clear error today.
-_NOT_YET = ("concurrency", "max_concurrency", "rate_limit")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +50,14 @@ class StepSpec:
     tags: tuple[str, ...] = ()
     track: bool = True
     circuit_breaker: str | CircuitBreaker | None = None
+    concurrency: str | None = None
+    max_concurrency: int | None = None
+    rate_limit: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether calls take a concurrency slot or a rate-limit token."""
+        return self.concurrency is not None or self.rate_limit is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,13 +157,6 @@ class Flow:
 
 def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
     owner = "step"
-    for key in _NOT_YET:
-        if options.get(key) is not None:
-            raise config_error(
-                owner,
-                f"{key}= is not available in this release yet (concurrency and rate "
-                "limits arrive with the resilience work)",
-            )
     retries = non_negative_int(owner, "retries", options["retries"], maximum=100)
     policy = options["retry_policy"]
     if policy is not None and not isinstance(policy, RetryPolicy):
@@ -174,7 +174,29 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         tags=check_tags(owner, options["tags"]),
         track=_bool(owner, "track", options["track"]),
         circuit_breaker=_breaker(owner, options["circuit_breaker"]),
+        **_limits(owner, options),
     )
+
+
+def _limit_name(owner: str, field_name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise config_error(owner, f"{field_name} must be a non-empty limit name, got {value!r}")
+    return value
+
+
+def _limits(owner: str, options: dict[str, Any]) -> dict[str, Any]:
+    name = _limit_name(owner, "concurrency", options["concurrency"])
+    slots = options["max_concurrency"]
+    if slots is not None:
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise config_error(owner, f"max_concurrency must be an int >= 1, got {slots!r}")
+        if name is None:
+            raise config_error(owner, "max_concurrency needs concurrency=<limit name>")
+    return {
+        "concurrency": name,
+        "max_concurrency": slots,
+        "rate_limit": _limit_name(owner, "rate_limit", options["rate_limit"]),
+    }
 
 
 def _breaker(owner: str, value: Any) -> str | CircuitBreaker | None:

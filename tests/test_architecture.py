@@ -38,6 +38,7 @@ EXPORTED = [
     "Runnable",
     "Step",
     "StepSpec",
+    "define_rate_limit",
     "flow",
     "is_retryable",
     "scatter_gather",

@@ -272,3 +272,44 @@ def test_four_processes_share_one_redis_breaker_and_its_probe_budget(redis_url: 
     assert int(counts.get(f"probes:{name}")) == 2  # exactly half_open_max_calls, across all 4
     assert int(counts.get(f"rejected:{name}")) == 18
     assert breaker.state is OPEN  # the failed probes reopened it
+
+
+def test_fault_injection_flaky_dependency_behind_retries_and_a_breaker(engine: str) -> None:
+    import random
+
+    rng = random.Random(2024)
+    clock = FakeClock(0)
+    name = unique("flaky")
+    breaker = bf.CircuitBreaker(
+        name, failure_threshold=100, failure_rate=0.5, window=6, recovery_timeout=30, clock=clock
+    )
+    calls_when_opened: list[int] = []
+    calls: list[bool] = []
+    breaker.add_listener(
+        lambda b, old, new: calls_when_opened.append(len(calls)) if new is OPEN else None
+    )
+
+    @bf.step(
+        circuit_breaker=name,
+        retry_policy=bf.RetryPolicy(max_attempts=3, initial_delay=0.001, jitter=0),
+    )
+    def dependency(i: int) -> int:
+        ok = rng.random() >= 0.5  # fails half of the time
+        calls.append(ok)
+        if not ok:
+            raise ConnectionError("injected fault")
+        return i
+
+    outcomes = []
+    for i in range(30):
+        try:
+            outcomes.append(dependency(i))
+        except OrchestratorError as err:
+            outcomes.append(err.code)
+        except ConnectionError:
+            outcomes.append("failed")
+    assert calls_when_opened, "the breaker never opened"
+    opened_after = calls_when_opened[0]
+    assert len(calls) == opened_after  # no call reached the dependency while open
+    assert ErrorCode.CIRCUIT_BREAKER_OPEN in outcomes
+    assert all(o is ErrorCode.CIRCUIT_BREAKER_OPEN for o in outcomes[-5:])

@@ -48,9 +48,9 @@ def get_engine(provider: str | Engine | None = None) -> Engine:
         )
     engine = _ENGINES.get(provider)
     if engine is None and provider == "prefect":
-        from .prefect import PrefectEngine  # the only import of Prefect, and a lazy one
+        from .prefect import _ENGINE  # the only import of Prefect, and a lazy one
 
-        engine = _ENGINES["prefect"] = PrefectEngine()
+        engine = _ENGINES["prefect"] = _ENGINE
     if engine is None:
         raise OrchestratorError(
             "provider",

@@ -7,18 +7,18 @@ policy logic they share lives here and in :mod:`beluga_flows._execute`, written 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import pickle
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _execute
 from ..breaker import get_breaker
 
 if TYPE_CHECKING:
-    from ..decorators import Flow, Step
+    from ..decorators import Flow, Step, StepSpec
 
 __all__ = ["Engine", "guarded_call", "run_flow_body", "run_inline"]
 
@@ -61,6 +61,10 @@ class Engine(Protocol):
     def run_id(self) -> str | None:
         """The id of the flow run the caller is in, if any."""
 
+    def limits(self, spec: StepSpec) -> AbstractAsyncContextManager[None]:
+        """Hold the step's concurrency slot and rate-limit token for the body
+        (``RESOURCE_EXHAUSTED`` when none comes within the step's timeout)."""
+
 
 _MISS = object()
 
@@ -74,20 +78,20 @@ def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
 
 
 async def run_inline(
+    engine: Engine,
     step: Step,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    *,
-    sleep: _execute.Sleep = asyncio.sleep,
-    rng: random.Random | None = None,
 ) -> Any:
-    """A step call in-process, without a task run: ``retry → timeout → call``."""
+    """A step call in-process, without a task run: ``retry → breaker → limits →
+    timeout → call``."""
     spec = step.spec
     plain = (
         spec.retry_policy is None
         and spec.timeout is None
         and not spec.cache
         and spec.circuit_breaker is None
+        and not spec.limited
     )
     if plain and _execute._FLOW_LIMIT.get() is None:  # the hot path of inline glue steps
         return await _execute.call(step.fn, args, kwargs)
@@ -97,27 +101,38 @@ async def run_inline(
 
     async with _execute.flow_slot():
         result = await _execute.retrying(
-            lambda: guarded_call(step, args, kwargs), spec.retry_policy, sleep=sleep, rng=rng
+            lambda: guarded_call(engine, step, args, kwargs),
+            spec.retry_policy,
+            sleep=engine.sleep,
+            rng=engine.rng,
         )
     if key is not None:
         step._memo[key] = result
     return result
 
 
-async def guarded_call(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """One attempt of a step call: ``breaker → timeout → call`` (retries wrap it)."""
+async def guarded_call(
+    engine: Engine, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One attempt of a step call: ``breaker → limits → timeout → call`` (retries
+    wrap it). The limits are the engine's: Prefect's global ones, or in-process."""
     spec = step.spec
 
-    async def timed() -> Any:
-        return await _execute.call_with_timeout(
-            step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
-        )
+    async def limited() -> Any:
+        if not spec.limited:
+            return await _execute.call_with_timeout(
+                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
+            )
+        async with engine.limits(spec):
+            return await _execute.call_with_timeout(
+                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
+            )
 
     named = spec.circuit_breaker
     if named is None:
-        return await timed()
+        return await limited()
     breaker = get_breaker(named) if isinstance(named, str) else named
-    return await breaker.call(timed)
+    return await breaker.call(limited)
 
 
 async def run_flow_body(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

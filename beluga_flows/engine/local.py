@@ -7,16 +7,21 @@ injected clock (``LocalEngine(sleep=FakeClock().sleep)``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _execute
+from ..limits import LocalLimits
 from ..retry import RetryPolicy
 from .base import Engine, run_flow_body, run_inline
 
 if TYPE_CHECKING:
-    from ..decorators import Flow, Step
+    from ..decorators import Flow, Step, StepSpec
+
+# One set of in-process limits per process, as Prefect's are one per server.
+LOCAL_LIMITS = LocalLimits()
 
 __all__ = ["LocalEngine"]
 
@@ -40,7 +45,7 @@ class LocalEngine(Engine):
         self.rng = rng
 
     async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await run_inline(step, args, kwargs, sleep=self.sleep, rng=self.rng)
+        return await run_inline(self, step, args, kwargs)
 
     async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Like Prefect's flow retries: any failure, immediately, ``retries`` times.
@@ -70,6 +75,16 @@ class LocalEngine(Engine):
 
     def run_id(self) -> str | None:
         return None
+
+    @contextlib.asynccontextmanager
+    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
+        if spec.rate_limit is not None:
+            await LOCAL_LIMITS.take_rate(spec.rate_limit, spec.timeout)
+        if spec.concurrency is None:
+            yield
+            return
+        async with LOCAL_LIMITS.hold(spec.concurrency, spec.max_concurrency, spec.timeout):
+            yield
 
     def __repr__(self) -> str:
         return "LocalEngine()"

@@ -20,7 +20,7 @@ import functools
 import inspect
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Flow as PrefectFlow
@@ -28,16 +28,24 @@ from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import concurrency as prefect_concurrency
+from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.logging import get_logger
 
 from .. import _execute
 from ..breaker import add_global_listener
+from ..errors import ErrorCode, OrchestratorError
+from ..limits import rate_limit_spec
 from ..retry import RetryPolicy
 from .base import Engine, guarded_call, run_flow_body, run_inline
 
 if TYPE_CHECKING:
-    from ..decorators import Flow, Step
+    from ..decorators import Flow, Step, StepSpec
 
 __all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
 
@@ -83,7 +91,7 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
     async def run(*args: Any, **kwargs: Any) -> Any:
         _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         try:
-            return await guarded_call(step, args, kwargs)
+            return await guarded_call(_ENGINE, step, args, kwargs)
         except Exception as err:
             ctx = TaskRunContext.get()
             if ctx is not None:
@@ -158,6 +166,65 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
     return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
 
 
+_ENSURED: set[str] = set()
+
+
+async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
+    """Create the global concurrency limit ``name`` if missing (once per process)."""
+    if name in _ENSURED:
+        return
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            if rate:
+                declared = rate_limit_spec(name)
+                if declared is None:
+                    raise OrchestratorError(
+                        "limits",
+                        f"no rate limit {name!r} on the Prefect server: declare it "
+                        "with bf.define_rate_limit(name, per_second)",
+                        ErrorCode.NOT_FOUND,
+                        limit=name,
+                    ) from None
+                create = GlobalConcurrencyLimitCreate(
+                    name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
+                )
+            elif slots is None:
+                raise OrchestratorError(
+                    "limits",
+                    f"no concurrency limit {name!r} on the Prefect server: give "
+                    "max_concurrency= to create it",
+                    ErrorCode.NOT_FOUND,
+                    limit=name,
+                ) from None
+            else:
+                create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
+            try:
+                await client.create_global_concurrency_limit(create)
+                get_logger("beluga_flows").info(
+                    "created Prefect global concurrency limit %r (%s)",
+                    name,
+                    f"{create.limit} slots"
+                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
+                )
+            except ObjectAlreadyExists:
+                pass  # another process created it first
+    _ENSURED.add(name)
+
+
+async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
+    try:
+        await waiting
+    except TimeoutError:
+        raise OrchestratorError(
+            "limits",
+            f"{kind} {name!r}: no slot within {timeout:g}s",
+            ErrorCode.RESOURCE_EXHAUSTED,
+            limit=name,
+        ) from None
+
+
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
     """Each breaker state change is a Prefect event (``beluga.breaker.opened`` …)."""
     verb = {"open": "opened", "half_open": "half_opened", "closed": "closed"}[str(new)]
@@ -183,7 +250,7 @@ class PrefectEngine(Engine):
 
     async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not step.spec.track:
-            return await run_inline(step, args, kwargs)
+            return await run_inline(self, step, args, kwargs)
         task = prefect_task(step)
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
         async with _execute.flow_slot():
@@ -229,9 +296,36 @@ class PrefectEngine(Engine):
         if FlowRunContext.get() is not None:
             await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
 
+    @contextlib.asynccontextmanager
+    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if spec.rate_limit is not None:
+                await _ensure_limit(spec.rate_limit, None, rate=True)
+                await _acquire(
+                    "rate limit",
+                    spec.rate_limit,
+                    spec.timeout,
+                    prefect_rate_limit(spec.rate_limit, timeout_seconds=spec.timeout, strict=True),
+                )
+            if spec.concurrency is not None:
+                await _ensure_limit(spec.concurrency, spec.max_concurrency, rate=False)
+                slot = prefect_concurrency(
+                    spec.concurrency, timeout_seconds=spec.timeout, strict=True
+                )
+                await _acquire(
+                    "concurrency limit",
+                    spec.concurrency,
+                    spec.timeout,
+                    stack.enter_async_context(slot),
+                )
+            yield
+
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()
         return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
 
     def __repr__(self) -> str:
         return "PrefectEngine()"
+
+
+_ENGINE = PrefectEngine()
