@@ -50,6 +50,10 @@ class MemoryStore(BreakerStore):
         return self._states.get(name) or BreakerState()
 
     async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        return self.apply(name, fn)
+
+    def apply(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        """:meth:`update` without the coroutine (the lock is held for ``fn`` only)."""
         from .breaker import BreakerState
 
         with self._lock:

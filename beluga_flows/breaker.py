@@ -293,7 +293,7 @@ class CircuitBreaker:
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` if the breaker admits it; fail fast with ``CIRCUIT_BREAKER_OPEN``."""
         now = self.clock()
-        allowed, probe = await self._change(lambda st: _admit_result(self.config, st, now))
+        allowed, probe, clean = await self._change(lambda st: _admit_result(self.config, st, now))
         if not allowed:
             raise OrchestratorError(
                 "breaker",
@@ -301,7 +301,8 @@ class CircuitBreaker:
                 ErrorCode.CIRCUIT_BREAKER_OPEN,
                 breaker=self.name,
             )
-        start = time.perf_counter()
+        slow = self.config.slow_call_duration
+        start = time.perf_counter() if slow is not None else 0.0
         try:
             result = await fn()
         except BaseException as err:
@@ -309,8 +310,9 @@ class CircuitBreaker:
             if failed or probe:
                 await self._finish(failed, probe)
             raise
-        slow = self.config.slow_call_duration
-        await self._finish(slow is not None and time.perf_counter() - start > slow, probe)
+        failed = slow is not None and time.perf_counter() - start > slow
+        if failed or probe or not clean:  # a clean closed breaker has nothing to record
+            await self._finish(failed, probe)
         return result
 
     async def _finish(self, failed: bool, probe: bool) -> None:
@@ -318,7 +320,11 @@ class CircuitBreaker:
         await self._change(lambda st: (record(self.config, st, failed, probe, now), None))
 
     async def _change(self, fn: Callable[[BreakerState], tuple[BreakerState, Any]]) -> Any:
-        old, new, result = await self.store.update(self.name, fn)
+        store = self.store
+        if type(store) is MemoryStore:  # in-process: no need for a coroutine per call
+            old, new, result = store.apply(self.name, fn)
+        else:
+            old, new, result = await store.update(self.name, fn)
         if old.state is not new.state:
             self._notify(old.state, new.state)
         return result
@@ -334,7 +340,9 @@ class CircuitBreaker:
 
 def _admit_result(cfg: BreakerConfig, st: BreakerState, now: float) -> tuple[BreakerState, Any]:
     new, allowed, probe = admit(cfg, st, now)
-    return new, (allowed, probe)
+    # "clean": closed with nothing counted, so a plain success changes nothing
+    clean = new.state is CircuitState.CLOSED and not new.failures and not cfg.window
+    return new, (allowed, probe, clean)
 
 
 _REGISTRY: dict[str, CircuitBreaker] = {}
@@ -344,8 +352,7 @@ _GLOBAL_LISTENERS: list[Listener] = []
 
 def get_breaker(name: str) -> CircuitBreaker:
     """The breaker registered under ``name`` (a default one is made on first use)."""
-    with _REGISTRY_LOCK:
-        found = _REGISTRY.get(name)
+    found = _REGISTRY.get(name)  # a dict read is atomic; creation takes the lock
     return found if found is not None else CircuitBreaker(name)
 
 

@@ -99,13 +99,16 @@ async def run_inline(
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit
 
-    async with _execute.flow_slot():
-        result = await _execute.retrying(
-            lambda: guarded_call(engine, step, args, kwargs),
-            spec.retry_policy,
-            sleep=engine.sleep,
-            rng=engine.rng,
-        )
+    if spec.retry_policy is None and _execute._FLOW_LIMIT.get() is None:
+        result = await guarded_call(engine, step, args, kwargs)
+    else:
+        async with _execute.flow_slot():
+            result = await _execute.retrying(
+                lambda: guarded_call(engine, step, args, kwargs),
+                spec.retry_policy,
+                sleep=engine.sleep,
+                rng=engine.rng,
+            )
     if key is not None:
         step._memo[key] = result
     return result
@@ -118,15 +121,18 @@ async def guarded_call(
     wrap it). The limits are the engine's: Prefect's global ones, or in-process."""
     spec = step.spec
 
+    async def timed() -> Any:
+        if spec.timeout is None and step.is_async:
+            return await step.fn(*args, **kwargs)
+        return await _execute.call_with_timeout(
+            step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
+        )
+
     async def limited() -> Any:
         if not spec.limited:
-            return await _execute.call_with_timeout(
-                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
-            )
+            return await timed()
         async with engine.limits(spec):
-            return await _execute.call_with_timeout(
-                step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
-            )
+            return await timed()
 
     named = spec.circuit_breaker
     if named is None:
