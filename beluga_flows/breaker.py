@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -314,6 +316,33 @@ class CircuitBreaker:
         if failed or probe or not clean:  # a clean closed breaker has nothing to record
             await self._finish(failed, probe)
         return result
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Use the breaker as a decorator on a sync or async function.
+
+        Example::
+
+            @bf.CircuitBreaker("geo", failure_threshold=3)
+            def geocode(address: str) -> dict: ...
+        """
+        from . import _execute
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def guarded(*args: Any, **kwargs: Any) -> Any:
+                return await self.call(lambda: fn(*args, **kwargs))
+
+            return guarded
+
+        @functools.wraps(fn)
+        def guarded_sync(*args: Any, **kwargs: Any) -> Any:
+            async def run() -> Any:
+                return fn(*args, **kwargs)  # on the caller's thread: no hop
+
+            return _execute.run_sync(lambda: self.call(run))
+
+        return guarded_sync
 
     async def _finish(self, failed: bool, probe: bool) -> None:
         now = self.clock()

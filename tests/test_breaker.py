@@ -313,3 +313,29 @@ def test_fault_injection_flaky_dependency_behind_retries_and_a_breaker(engine: s
     assert len(calls) == opened_after  # no call reached the dependency while open
     assert ErrorCode.CIRCUIT_BREAKER_OPEN in outcomes
     assert all(o is ErrorCode.CIRCUIT_BREAKER_OPEN for o in outcomes[-5:])
+
+
+def test_breaker_as_a_decorator_on_sync_and_async_functions() -> None:
+    breaker = bf.CircuitBreaker(unique(), failure_threshold=1)
+    calls: list[str] = []
+
+    @breaker
+    def sync_dep(fail: bool) -> str:
+        calls.append("sync")
+        if fail:
+            raise ConnectionError("no")
+        return "sync ok"
+
+    @breaker
+    async def async_dep() -> str:
+        calls.append("async")
+        return "async ok"
+
+    assert sync_dep(False) == "sync ok" and asyncio.run(async_dep()) == "async ok"
+    with pytest.raises(ConnectionError):
+        sync_dep(True)
+    for attempt in (lambda: sync_dep(False), lambda: asyncio.run(async_dep())):
+        with pytest.raises(OrchestratorError) as info:
+            attempt()
+        assert info.value.code is ErrorCode.CIRCUIT_BREAKER_OPEN
+    assert calls == ["sync", "async", "sync"]
