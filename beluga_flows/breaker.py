@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from . import telemetry
 from ._breaker_store import BreakerStore, MemoryStore
 from ._validate import config_error, seconds
-from .errors import ErrorCode, OrchestratorError
+from .errors import ErrorCode, OrchestratorError, matches
 
 __all__ = [
     "BreakerConfig",
@@ -231,7 +231,14 @@ class CircuitBreaker:
             slow_call_duration=seconds("breaker", "slow_call_duration", slow_call_duration),
         )
         self.store: BreakerStore = store if store is not None else MemoryStore()
-        self.exclude = tuple(exclude)
+        self.exclude = tuple(exclude) if isinstance(exclude, tuple | list) else (exclude,)
+        if not all(
+            isinstance(e, ErrorCode) or isinstance(e, type) and issubclass(e, BaseException)
+            for e in self.exclude
+        ):
+            raise config_error(
+                "breaker", f"breaker {name!r}: exclude lists exception types or ErrorCodes"
+            )
         self.clock = clock
         self._listeners: list[Listener] = []
         self._last_seen = CircuitState.CLOSED
@@ -284,13 +291,7 @@ class CircuitBreaker:
             return False
         if isinstance(err, OrchestratorError) and err.code in _NEUTRAL_CODES:
             return False
-        for item in self.exclude:
-            if isinstance(item, ErrorCode):
-                if isinstance(err, OrchestratorError) and err.code is item:
-                    return False
-            elif isinstance(err, item):
-                return False
-        return True
+        return not matches(err, self.exclude)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn()`` if the breaker admits it; fail fast with ``CIRCUIT_BREAKER_OPEN``."""

@@ -32,7 +32,7 @@ import pickle
 import sys
 from typing import Any
 
-__all__ = ["RETRYABLE_CODES", "ErrorCode", "OrchestratorError", "is_retryable"]
+__all__ = ["RETRYABLE_CODES", "ErrorCode", "OrchestratorError", "is_retryable", "matches"]
 
 
 class ErrorCode(enum.StrEnum):
@@ -173,3 +173,14 @@ def is_retryable(err: BaseException) -> bool:
     if httpx is not None and isinstance(err, httpx.TransportError):
         return True
     return _http_status(err) in _TRANSIENT_HTTP_STATUS
+
+
+def matches(err: BaseException, kinds: tuple[type[BaseException] | ErrorCode, ...]) -> bool:
+    """Whether ``err`` is an instance of one of ``kinds`` or carries one of its codes."""
+    for kind in kinds:
+        if isinstance(kind, ErrorCode):
+            if isinstance(err, OrchestratorError) and err.code is kind:
+                return True
+        elif isinstance(err, kind):
+            return True
+    return False

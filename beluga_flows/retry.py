@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._validate import config_error, seconds
-from .errors import ErrorCode, OrchestratorError
+from .errors import ErrorCode, OrchestratorError, matches
 
 __all__ = ["NON_RETRYABLE_CODES", "RetryOn", "RetryPolicy"]
 
@@ -107,13 +107,7 @@ class RetryPolicy:
             return not (isinstance(err, OrchestratorError) and err.code in NON_RETRYABLE_CODES)
         if callable(retry_on):
             return bool(retry_on(err))
-        for item in retry_on:
-            if isinstance(item, ErrorCode):
-                if isinstance(err, OrchestratorError) and err.code is item:
-                    return True
-            elif isinstance(err, item):
-                return True
-        return False
+        return matches(err, retry_on)
 
     def backoff(self, attempt: int) -> float:
         """The delay after failed attempt ``attempt`` (1-based), before jitter."""

@@ -146,6 +146,7 @@ def test_trip_reset_and_sharing_by_name() -> None:
         {"success_threshold": 0},
         {"slow_call_duration": -1},
         {"store": "redis"},
+        {"exclude": ("ValueError",)},
     ],
 )
 def test_bad_breaker_options(options: dict[str, Any]) -> None:
