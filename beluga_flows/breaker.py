@@ -233,7 +233,7 @@ class CircuitBreaker:
         self.store: BreakerStore = store if store is not None else MemoryStore()
         self.exclude = tuple(exclude) if isinstance(exclude, tuple | list) else (exclude,)
         if not all(
-            isinstance(e, ErrorCode) or isinstance(e, type) and issubclass(e, BaseException)
+            isinstance(e, ErrorCode) or (isinstance(e, type) and issubclass(e, BaseException))
             for e in self.exclude
         ):
             raise config_error(

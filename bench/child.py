@@ -4,6 +4,7 @@
 state, imports or memory with another. Run by hand for a single row::
 
     python bench/child.py bf-inline chain50-trivial --runs 5 --out /tmp/row.json
+    python bench/child.py langgraph diamond5x20 --runs 5
 
 A *run* is ``asyncio.run(...)`` of one invocation on a fresh event loop, for every
 runner (so the asyncio baseline of a one-step run includes creating the loop, as in
@@ -19,6 +20,7 @@ import asyncio
 import cProfile
 import json
 import math
+import operator
 import os
 import resource
 import sys
@@ -26,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 RunOnce = Callable[[], Awaitable[Any]]
 
@@ -37,11 +39,27 @@ MAX_BATCH = 500
 
 @dataclass(frozen=True)
 class Workload:
-    """``steps`` steps in a line, each sleeping ``delay`` seconds then returning x + 1."""
+    """What one run does; every step or node sleeps ``delay`` s (if any), returns x + 1.
+
+    * ``chain``: ``steps`` steps in a line (a ``bf.Chain``; flow-start: a ``@bf.flow``).
+    * ``layers``: a graph of ``layers`` layers of ``width`` nodes, every node of a layer
+      depending on every node of the previous layer (one layer: a fan-out; width 1: a
+      line of graph nodes); at most ``limit`` nodes at once when set.
+    * ``loop``: one node sent back to itself by a router until it has run ``steps`` times.
+    """
 
     name: str
     steps: int
     delay: float
+    kind: str = "chain"
+    layers: int = 1
+    width: int = 1
+    limit: int | None = None
+
+
+def layered(name: str, layers: int, width: int, delay: float, limit: int | None = None) -> Workload:
+    """A ``layers`` x ``width`` graph workload."""
+    return Workload(name, layers * width, delay, "layers", layers, width, limit)
 
 
 WORKLOADS = {
@@ -50,6 +68,12 @@ WORKLOADS = {
         Workload("chain50-trivial", 50, 0.0),
         Workload("chain50-io", 50, 0.01),
         Workload("flow-start", 1, 0.0),
+        layered("fanout100", 1, 100, 0.1),
+        layered("fanout100-max10", 1, 100, 0.1, limit=10),
+        layered("diamond5x20", 5, 20, 0.02),
+        Workload("loop100", 100, 0.0, kind="loop"),
+        layered("graph1k-inline", 1000, 1, 0.0),
+        layered("graph10k-inline", 10_000, 1, 0.0),
     )
 }
 
@@ -201,14 +225,266 @@ def _bf_flow_start(first: Any, provider: str | None) -> RunOnce:
     return run
 
 
-BUILDERS: dict[str, Callable[[Workload], RunOnce]] = {
-    "asyncio": build_asyncio,
-    "langgraph": build_langgraph,
-    "prefect-raw": build_prefect_raw,
-    "prefect-raw-nocache": lambda w: build_prefect_raw(w, cache=False),
-    "bf-tracked": lambda w: build_bf(w, track=True),
-    "bf-inline": lambda w: build_bf(w, track=False),
-    "bf-inline-sync": lambda w: build_bf(w, track=False, sync=True),
+# ---------------------------------------------------------------- graph runners
+#
+# Layered graphs: node i of the graph calls step body i (so the stamps of the first
+# and the last node give the per-node cost of a line). In a line (width 1) the nodes
+# pass the counter x along; in a wider graph node i is called with its index i (a
+# distinct input per task: Prefect's default cache key includes the inputs) and
+# appends i to the list ``done``, which has an ``operator.add`` reducer.
+
+
+def layer_bodies(w: Workload) -> list[list[tuple[int, Callable[[int], Awaitable[int]]]]]:
+    """The step bodies of a layered workload, layer by layer, with their node index."""
+    return [
+        [(k * w.width + j, async_body(k * w.width + j, w)) for j in range(w.width)]
+        for k in range(w.layers)
+    ]
+
+
+def node_name(index: int, w: Workload) -> str:
+    """Node ``index`` of a layered graph: ``n<layer>_<position>``."""
+    return f"n{index // w.width}_{index % w.width}"
+
+
+async def _limited(limit: asyncio.Semaphore | None, call: Awaitable[Any]) -> Any:
+    if limit is None:
+        return await call
+    async with limit:
+        return await call
+
+
+def _limit(w: Workload) -> asyncio.Semaphore | None:
+    """A fresh semaphore per run (it binds to the run's event loop)."""
+    return asyncio.Semaphore(w.limit) if w.limit else None
+
+
+class LayerState(TypedDict, total=False):
+    """A layered graph's state: the line counter, the list every fan-out node extends."""
+
+    x: int
+    done: Annotated[list[int], operator.add]
+
+
+def layer_node(
+    index: int, fn: Callable[[int], Awaitable[int]], w: Workload
+) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """Graph node ``index`` (LangGraph and bf): ``state -> updates``."""
+    if w.width == 1:
+
+        async def node(state: dict[str, Any]) -> dict[str, Any]:
+            return {"x": await fn(state["x"])}
+
+    else:
+
+        async def node(state: dict[str, Any]) -> dict[str, Any]:
+            await fn(index)
+            return {"done": [index]}
+
+    node.__name__ = node.__qualname__ = node_name(index, w)
+    return node
+
+
+def initial_state(w: Workload) -> dict[str, Any]:
+    """The state a layered graph starts from."""
+    return {"x": 0} if w.width == 1 else {"x": 0, "done": []}
+
+
+def layers_asyncio(w: Workload) -> RunOnce:
+    """Plain asyncio: ``gather`` per layer (a Semaphore when limited), awaits in a line."""
+    layers = layer_bodies(w)
+
+    async def run() -> int:
+        x, limit = 0, _limit(w)
+        for layer in layers:
+            if len(layer) == 1:
+                x = await layer[0][1](x)
+            else:
+                await asyncio.gather(*(_limited(limit, fn(i)) for i, fn in layer))
+        return x
+
+    return run
+
+
+def layers_langgraph(w: Workload) -> RunOnce:
+    """A StateGraph: START -> layer 0; each node of layer k+1 joins all of layer k."""
+    from langgraph.graph import END, START, StateGraph
+
+    graph = StateGraph(LayerState)
+    previous: list[str] = []
+    for layer in layer_bodies(w):
+        names = [node_name(i, w) for i, _ in layer]
+        for (i, fn), name in zip(layer, names, strict=True):
+            graph.add_node(name, layer_node(i, fn, w))
+            if not previous:
+                graph.add_edge(START, name)
+            else:
+                graph.add_edge(previous if len(previous) > 1 else previous[0], name)
+        previous = names
+    for name in previous:
+        graph.add_edge(name, END)
+    app = graph.compile()
+    config: Any = {"recursion_limit": w.layers + 10}
+    if w.limit:
+        config["max_concurrency"] = w.limit
+
+    async def run() -> Any:
+        return await app.ainvoke(initial_state(w), config)
+
+    return run
+
+
+def layers_prefect_raw(w: Workload) -> RunOnce:
+    """An async flow: ``asyncio.gather`` of async tasks per layer (a barrier per layer),
+    a Semaphore around the awaited tasks when limited; Prefect's task defaults."""
+    from prefect import flow, task
+
+    layers = [[(i, task(fn)) for i, fn in layer] for layer in layer_bodies(w)]
+
+    @flow(name=f"raw-{w.name}")
+    async def raw_flow(x: int) -> int:
+        limit = _limit(w)
+        for layer in layers:
+            if len(layer) == 1:
+                x = await layer[0][1](x)
+            else:
+                await asyncio.gather(*(_limited(limit, t(i)) for i, t in layer))
+        return x
+
+    return lambda: raw_flow(0)
+
+
+def layers_bf(w: Workload, *, track: bool) -> RunOnce:
+    """A ``bf.Graph``: tracked (Prefect engine, a task run per node, a flow run per
+    invocation) or inline (``provider="local"``, nodes ``track=False``)."""
+    import beluga_flows as bf
+
+    graph = bf.Graph(
+        name=w.name,
+        max_workers=w.limit or 1000,  # 1000 (the maximum): unbounded here
+        reducers={"done": operator.add} if w.width > 1 else None,
+        provider=None if track else "local",
+    )
+    previous: list[str] = []
+    for layer in layer_bodies(w):
+        names = [node_name(i, w) for i, _ in layer]
+        for (i, fn), name in zip(layer, names, strict=True):
+            graph.add_node(name, layer_node(i, fn, w), track=None if track else False)
+            for before in previous or [bf.START]:
+                graph.add_edge(before, name)
+        previous = names
+    compiled = graph.compile()
+    return lambda: compiled.ainvoke(initial_state(w))
+
+
+# Loops: node "tick" adds 1 to ``count``; the router sends it back until count == steps.
+
+
+def loop_tick(w: Workload) -> Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]:
+    """The loop's node, stamping its first entry and its last exit."""
+    n = w.steps
+
+    async def tick(state: dict[str, Any]) -> dict[str, Any]:
+        count = state["count"]
+        if count == 0:
+            Marks.first = time.perf_counter()
+        count += 1
+        if count == n:
+            Marks.last = time.perf_counter()
+        return {"count": count}
+
+    return tick
+
+
+def loop_route(w: Workload) -> Callable[[dict[str, Any]], str]:
+    """The loop's router: ``again`` until the counter reaches ``steps``."""
+    n = w.steps
+    return lambda state: "again" if state["count"] < n else "done"
+
+
+class LoopState(TypedDict):
+    """The loop's state: one counter."""
+
+    count: int
+
+
+def loop_asyncio(w: Workload) -> RunOnce:
+    """Plain asyncio: await the node, merge its update, ask the router, repeat."""
+    tick, route = loop_tick(w), loop_route(w)
+
+    async def run() -> dict[str, Any]:
+        state = {"count": 0}
+        while True:
+            state.update(await tick(state))
+            if route(state) == "done":
+                return state
+
+    return run
+
+
+def loop_langgraph(w: Workload) -> RunOnce:
+    """A StateGraph: tick, with a conditional edge back to itself or to END."""
+    from langgraph.graph import END, START, StateGraph
+
+    graph = StateGraph(LoopState)
+    graph.add_node("tick", loop_tick(w))
+    graph.add_edge(START, "tick")
+    graph.add_conditional_edges("tick", loop_route(w), {"again": "tick", "done": END})
+    app = graph.compile()
+    config: Any = {"recursion_limit": 2 * w.steps + 10}
+    return lambda: app.ainvoke({"count": 0}, config)
+
+
+def loop_prefect_raw(w: Workload) -> RunOnce:
+    """An async flow awaiting one async task per iteration, the router inline."""
+    from prefect import flow, task
+
+    tick, route = task(loop_tick(w)), loop_route(w)
+
+    @flow(name=f"raw-{w.name}")
+    async def raw_flow(count: int) -> int:
+        state = {"count": count}
+        while True:
+            state.update(await tick(state))
+            if route(state) == "done":
+                return state["count"]
+
+    return lambda: raw_flow(0)
+
+
+def loop_bf(w: Workload, *, track: bool) -> RunOnce:
+    """A ``bf.Graph`` with one node and a conditional edge back to it."""
+    import beluga_flows as bf
+
+    graph = bf.Graph(name=w.name, max_iterations=w.steps, provider=None if track else "local")
+    graph.add_node("tick", loop_tick(w), track=None if track else False)
+    graph.set_entry_point("tick")
+    graph.add_conditional_edges("tick", loop_route(w), {"again": "tick", "done": bf.END})
+    compiled = graph.compile()
+    return lambda: compiled.ainvoke({"count": 0})
+
+
+Builder = Callable[[Workload], RunOnce]
+BUILDERS: dict[str, dict[str, Builder]] = {  # runner -> workload kind -> builder
+    "asyncio": {"chain": build_asyncio, "layers": layers_asyncio, "loop": loop_asyncio},
+    "langgraph": {"chain": build_langgraph, "layers": layers_langgraph, "loop": loop_langgraph},
+    "prefect-raw": {
+        "chain": build_prefect_raw,
+        "layers": layers_prefect_raw,
+        "loop": loop_prefect_raw,
+    },
+    "prefect-raw-nocache": {"chain": lambda w: build_prefect_raw(w, cache=False)},
+    "bf-tracked": {
+        "chain": lambda w: build_bf(w, track=True),
+        "layers": lambda w: layers_bf(w, track=True),
+        "loop": lambda w: loop_bf(w, track=True),
+    },
+    "bf-inline": {
+        "chain": lambda w: build_bf(w, track=False),
+        "layers": lambda w: layers_bf(w, track=False),
+        "loop": lambda w: loop_bf(w, track=False),
+    },
+    "bf-inline-sync": {"chain": lambda w: build_bf(w, track=False, sync=True)},
 }
 
 
@@ -283,7 +559,8 @@ def measure(res: Result, run: RunOnce, w: Workload, args: argparse.Namespace) ->
     for _ in range(args.warmup - 1):
         timed(run, 1, w.steps)
     wait_idle(pid, idle)
-    res.batch = 1 if prefect else calibrate(run, w.steps)
+    long_run = res.first_run >= 4 * BATCH_SECONDS  # no batches: skip the calibration
+    res.batch = 1 if prefect or long_run else calibrate(run, w.steps)
     profiler = cProfile.Profile() if args.profile else None
     for _ in range(args.runs):
         cpu0 = server_cpu_seconds(pid)
@@ -334,7 +611,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     w = WORKLOADS[args.workload]
     res = Result(runner=args.runner, workload=w.name)
-    measure(res, BUILDERS[args.runner](w), w, args)
+    builder = BUILDERS[args.runner].get(w.kind)
+    if builder is None:
+        sys.exit(f"runner {args.runner} has no {w.kind} workloads")
+    measure(res, builder(w), w, args)
     res.rss_mib = peak_rss_mib()
     res.prefect_imported = "prefect" in sys.modules
     text = json.dumps(asdict(res))

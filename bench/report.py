@@ -13,8 +13,19 @@ from typing import Any
 
 Row = dict[str, Any]
 
-IO_IDEAL = 0.5  # chain50-io: 50 x 10 ms
+IDEALS = {  # makespan if the runner cost nothing: the sleeps on the critical path
+    "chain50-io": 0.5,  # 50 x 10 ms in a line
+    "fanout100": 0.1,  # 100 x 0.1 s side by side
+    "fanout100-max10": 1.0,  # 100 x 0.1 s, 10 at a time
+    "diamond5x20": 0.1,  # 5 layers x 20 ms
+}
 INLINE_STEP_TARGET = 50e-6
+INLINE_ITERATION_TARGET = 50e-6
+IDEAL_TARGETS = (("fanout100", 1.10), ("diamond5x20", 1.15))  # bf-inline makespan / ideal
+TRACKED_GRAPH_WORKLOADS = ("fanout100", "fanout100-max10", "diamond5x20")
+# bf-inline per node, 10,000 nodes / 1,000 nodes: the two sizes run in two processes,
+# which differ by up to ~30 % on their own; a quadratic scheduler would show ~10x.
+LINEAR_TARGET = 2.0
 RATIO_TARGET = 1.1
 TIMES = "\u00d7"  # multiplication sign
 NONE = "\u2013"  # en dash: no value
@@ -78,7 +89,12 @@ def _samples(row: Row, base: Row | None) -> str:
 
 def _over_ideal(row: Row, base: Row | None) -> str:
     total = median(row, "total")
-    return NONE if total is None else f"+{fmt_time(total - IO_IDEAL)}"
+    return NONE if total is None else f"+{fmt_time(total - IDEALS[row['workload']])}"
+
+
+def _x_ideal(row: Row, base: Row | None) -> str:
+    total = median(row, "total")
+    return NONE if total is None else f"{total / IDEALS[row['workload']]:.3g}{TIMES}"
 
 
 COMMON = (
@@ -111,12 +127,40 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("range", lambda row, base: spread(row, "total")),
         *COMMON,
     ),
+    "loop100": (
+        Column("per iteration", _abs("per_step")),
+        Column(f"{TIMES} asyncio", _rel("per_step")),
+        Column("whole run", _abs("total")),
+        Column(f"{TIMES} asyncio", _rel("total")),
+        Column("run range", lambda row, base: spread(row, "total")),
+        *COMMON,
+    ),
 }
+MAKESPAN = (
+    Column("makespan", _abs("total")),
+    Column(f"{TIMES} ideal", _x_ideal),
+    Column(f"{TIMES} asyncio", _rel("total")),
+    Column("range", lambda row, base: spread(row, "total")),
+    *COMMON,
+)
+for _workload in TRACKED_GRAPH_WORKLOADS:
+    COLUMNS[_workload] = MAKESPAN
 
 TITLES = {
     "chain50-trivial": "chain of 50 trivial async steps (x + 1)",
     "chain50-io": f"chain of 50 steps {TIMES} `asyncio.sleep(0.01)` (ideal 0.5 s)",
     "flow-start": "one run with one trivial step (run start overhead)",
+    "fanout100": f"fan-out of 100 nodes {TIMES} `asyncio.sleep(0.1)`, unbounded (ideal 0.1 s)",
+    "fanout100-max10": "the same fan-out, at most 10 nodes at once (ideal 1.0 s)",
+    "diamond5x20": (
+        f"5 layers {TIMES} 20 nodes {TIMES} `asyncio.sleep(0.02)`, every node depending on "
+        "every node of the layer before (ideal 0.1 s)"
+    ),
+    "loop100": "a conditional loop: one trivial node, routed back to itself 100 times",
+    "graph-scale": (
+        "a line of 1,000 and of 10,000 trivial graph nodes (bf-inline; asyncio: the same "
+        "functions awaited in a line)"
+    ),
 }
 
 
@@ -135,6 +179,46 @@ def table(workload: str, rows: Sequence[Row]) -> str:
         cells = " | ".join(c.cell(row, base) for c in cols)
         lines.append(f"| {row['runner']} | {cells} |")
     return "\n".join(lines)
+
+
+SCALE_SIZES = (("graph1k-inline", 1_000), ("graph10k-inline", 10_000))
+
+
+def scale_table(results: dict[str, dict[str, Row]], runners: Sequence[str]) -> str:
+    """graph1k-inline and graph10k-inline in one table: per-node cost at both sizes."""
+    cols = (
+        Column("per node", _abs("per_step")),
+        Column(f"{TIMES} asyncio", _rel("per_step")),
+        Column("whole run", _abs("total")),
+        Column(f"{TIMES} asyncio", _rel("total")),
+        Column("run range", lambda row, base: spread(row, "total")),
+        *COMMON,
+    )
+    lines = [
+        "| runner | nodes | " + " | ".join(c.header for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for runner in runners:
+        for workload, size in SCALE_SIZES:
+            rows = results.get(workload, {})
+            row = rows.get(runner)
+            if row is None:
+                continue
+            if row.get("error"):
+                pad = " |" * (len(cols) - 1)
+                lines.append(f"| {runner} | {size:,} | failed: {row['error']} |{pad}")
+                continue
+            base = rows.get("asyncio")
+            cells = " | ".join(c.cell(row, base) for c in cols)
+            lines.append(f"| {runner} | {size:,} | {cells} |")
+    return "\n".join(lines)
+
+
+def linearity(results: dict[str, dict[str, Row]], runner: str) -> float | None:
+    """``runner``'s per-node cost at 10,000 nodes over its cost at 1,000 nodes."""
+    small = median(results.get("graph1k-inline", {}).get(runner), "per_step")
+    big = median(results.get("graph10k-inline", {}).get(runner), "per_step")
+    return None if small is None or big is None else big / small
 
 
 @dataclass(frozen=True)
@@ -195,6 +279,69 @@ def targets(results: dict[str, dict[str, Row]]) -> list[Target]:
             start.get("bf-tracked"),
             start.get("prefect-raw"),
             "prefect-raw",
+        )
+    )
+    return found + graph_targets(results)
+
+
+def _peer(rows: dict[str, Row], key: str, scale: float = 0.0) -> str:
+    """LangGraph's value for comparison (its multiple of ``scale`` when given)."""
+    value = median(rows.get("langgraph"), key)
+    if value is None:
+        return ""
+    return f" (LangGraph {fmt_time(value)}" + (f" = {value / scale:.2f}{TIMES})" if scale else ")")
+
+
+def graph_targets(results: dict[str, dict[str, Row]]) -> list[Target]:
+    """The graph targets: bf-inline near the ideal makespan and cheap per loop
+    iteration, bf-tracked no slower than raw Prefect, bf-inline linear in size."""
+    found = []
+    for workload, limit in IDEAL_TARGETS:
+        rows, ideal = results.get(workload, {}), IDEALS[workload]
+        total = median(rows.get("bf-inline"), "total")
+        found.append(
+            Target(
+                f"bf-inline makespan ≤ {limit:.2f} {TIMES} ideal ({fmt_time(ideal)}) on {workload}",
+                "not measured"
+                if total is None
+                else f"bf-inline {fmt_time(total)} = **{total / ideal:.2f}{TIMES} ideal**"
+                + _peer(rows, "total", ideal),
+                None if total is None else total <= limit * ideal,
+            )
+        )
+    loop = results.get("loop100", {})
+    per_iter = median(loop.get("bf-inline"), "per_step")
+    found.append(
+        Target(
+            "bf-inline ≤ 50 µs per loop iteration (loop100)",
+            "not measured"
+            if per_iter is None
+            else f"bf-inline **{fmt_time(per_iter)}** per iteration" + _peer(loop, "per_step"),
+            None if per_iter is None else per_iter <= INLINE_ITERATION_TARGET,
+        )
+    )
+    for workload in TRACKED_GRAPH_WORKLOADS:
+        rows = results.get(workload, {})
+        found.append(
+            _ratio_target(
+                f"bf-tracked makespan ≤ 1.1 {TIMES} prefect-raw ({workload})",
+                "total",
+                rows.get("bf-tracked"),
+                rows.get("prefect-raw"),
+                "prefect-raw",
+            )
+        )
+    ratio = linearity(results, "bf-inline")
+    small = median(results.get("graph1k-inline", {}).get("bf-inline"), "per_step")
+    big = median(results.get("graph10k-inline", {}).get("bf-inline"), "per_step")
+    found.append(
+        Target(
+            f"(linear scheduling) bf-inline per node at 10,000 nodes ≤ {LINEAR_TARGET:g} "
+            f"{TIMES} per node at 1,000 (graph1k-inline, graph10k-inline)",
+            "not measured"
+            if ratio is None
+            else f"{fmt_time(big)} vs {fmt_time(small)} per node = **{ratio:.2f}{TIMES}**",
+            None if ratio is None else ratio <= LINEAR_TARGET,
         )
     )
     return found

@@ -2,8 +2,9 @@
 
 Usage::
 
-    python bench/run.py            # normal mode (~4-6 min on 2 cores), writes RESULTS.md
-    python bench/run.py --quick    # fewer repetitions (< 2 min)
+    python bench/run.py               # normal mode (~10-12 min on 2 cores), writes RESULTS.md
+    python bench/run.py --quick       # fewer repetitions (< 3 min)
+    python bench/run.py --only graph  # only the graph workloads (or: --only chain)
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
 quiet machine; then one real Prefect server is started and the Prefect runners
@@ -30,16 +31,30 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from report import TITLES, Row, table, targets, targets_markdown
+from report import TITLES, Row, scale_table, table, targets, targets_markdown
 
 from beluga_flows.server import LocalServer
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child.py"
-WORKLOADS = ("chain50-trivial", "chain50-io", "flow-start")
+CHAIN_WORKLOADS = ("chain50-trivial", "chain50-io", "flow-start")
+GRAPH_WORKLOADS = (
+    "fanout100",
+    "fanout100-max10",
+    "diamond5x20",
+    "loop100",
+    "graph1k-inline",
+    "graph10k-inline",
+)
+WORKLOADS = CHAIN_WORKLOADS + GRAPH_WORKLOADS
+GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS}
+SCALE_WORKLOADS = ("graph1k-inline", "graph10k-inline")  # one table for both
+LONG_WORKLOADS = ("chain50-io", "fanout100-max10")  # runs of >= 0.5 s: fewer samples
 FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
 PREFECT_RUNNERS = ("prefect-raw", "prefect-raw-nocache", "bf-tracked")
 DISPLAY_ORDER = ("asyncio", "langgraph", *PREFECT_RUNNERS, "bf-inline", "bf-inline-sync")
+GRAPH_RUNNERS = ("asyncio", "langgraph", "prefect-raw", "bf-tracked", "bf-inline")
+SCALE_RUNNERS = ("asyncio", "bf-inline")
 CHILD_TIMEOUT = 300.0
 QUIET_BUSY = 0.25  # a child starts once other work uses < 25 % of all CPUs ...
 
@@ -49,26 +64,55 @@ class Settings:
     """Repetitions of one mode."""
 
     mode: str
-    runs: int  # single runs on chain50-io (every runner)
-    prefect_runs: int  # Prefect runners on the short workloads (noisy: more runs)
-    fast_runs: int  # fast runners on the sub-millisecond workloads: batch samples
+    runs: int  # single runs on the long workloads (chain50-io, fanout100-max10)
+    prefect_runs: int  # Prefect runners on the short chain workloads (noisy: more runs)
+    graph_prefect_runs: int  # Prefect runners on the graph workloads (100 task runs each)
+    fast_runs: int  # fast runners on the short workloads: samples (batches if < 20 ms)
     min_idle: float  # Prefect: seconds of idle before each measured run
     quiet_wait: float  # ... or after waiting this long for that (then the row is flagged)
     nocache_row: bool  # also measure prefect-raw-nocache on chain50-trivial
+    prefect_graphs: tuple[str, ...]  # graph workloads the Prefect runners measure
 
     def runs_for(self, runner: str, workload: str) -> int:
-        if workload == "chain50-io":
+        if runner in PREFECT_RUNNERS and workload in GRAPH_WORKLOADS:
+            return self.graph_prefect_runs
+        if workload in LONG_WORKLOADS:
             return self.runs
         if runner in PREFECT_RUNNERS:
             return self.prefect_runs
         return self.fast_runs
 
 
+def runners_for(workload: str) -> tuple[str, ...]:
+    """The runners measured on ``workload``."""
+    if workload in SCALE_WORKLOADS:
+        return SCALE_RUNNERS
+    if workload in GRAPH_WORKLOADS:
+        return GRAPH_RUNNERS
+    return DISPLAY_ORDER
+
+
 NORMAL = Settings(
-    "normal", runs=7, prefect_runs=11, fast_runs=31, min_idle=1.0, quiet_wait=30.0, nocache_row=True
+    "normal",
+    runs=7,
+    prefect_runs=11,
+    graph_prefect_runs=5,
+    fast_runs=31,
+    min_idle=1.0,
+    quiet_wait=30.0,
+    nocache_row=True,
+    prefect_graphs=GRAPH_WORKLOADS,
 )
 QUICK = Settings(
-    "quick", runs=3, prefect_runs=3, fast_runs=11, min_idle=0.75, quiet_wait=5.0, nocache_row=False
+    "quick",
+    runs=3,
+    prefect_runs=3,
+    graph_prefect_runs=2,
+    fast_runs=11,
+    min_idle=0.5,
+    quiet_wait=5.0,
+    nocache_row=False,
+    prefect_graphs=("fanout100", "diamond5x20"),  # ~15 s per Prefect child on a graph
 )
 
 
@@ -176,7 +220,12 @@ def wait_quiet(max_wait: float) -> float:
 
 def prefect_plan(settings: Settings) -> Iterator[tuple[str, str]]:
     """Prefect (workload, runner) pairs; raw and bf alternate who goes first."""
-    for i, workload in enumerate(WORKLOADS):
+    tracked = [
+        w
+        for w in WORKLOADS
+        if "bf-tracked" in runners_for(w) and (w in CHAIN_WORKLOADS or w in settings.prefect_graphs)
+    ]
+    for i, workload in enumerate(tracked):
         runners = ["prefect-raw", "bf-tracked"]
         if settings.nocache_row and workload == "chain50-trivial":
             runners.insert(1, "prefect-raw-nocache")
@@ -186,7 +235,7 @@ def prefect_plan(settings: Settings) -> Iterator[tuple[str, str]]:
 
 def measure_all(bench: Bench, runners: set[str], workloads: set[str]) -> None:
     """Fast runners first, then the server and the Prefect runners."""
-    fast = [(w, r) for w in WORKLOADS for r in FAST_RUNNERS]
+    fast = [(w, r) for w in WORKLOADS for r in FAST_RUNNERS if r in runners_for(w)]
     slow = list(prefect_plan(bench.settings))
     print("fast runners:", flush=True)
     for workload, runner in fast:
@@ -297,10 +346,16 @@ def markdown(bench: Bench) -> str:
         f"* Python {m['python']}, prefect {m['prefect']}, langgraph {m['langgraph']}, "
         f"beluga_flows {m['beluga_flows']}",
         f"* load average before / after: {m['load_before']} / {m.get('load_after', '?')}",
-        f"* mode {s.mode}: {s.prefect_runs} measured runs per Prefect runner "
-        f"({s.runs} on chain50-io, also for the fast runners), "
-        f"{s.fast_runs} batch samples per fast runner; 1 warm-up run each; "
-        f"Prefect runs start after ≥ {s.min_idle:g} s with the server idle",
+        f"* mode {s.mode}: {s.prefect_runs} measured runs per Prefect runner on the chain "
+        f"workloads, {s.graph_prefect_runs} on the graph workloads; {s.fast_runs} samples "
+        f"per fast runner (batches of runs when a run is < 20 ms); {s.runs} runs on "
+        f"{' and '.join(LONG_WORKLOADS)} (fast runners); 1 warm-up run each; "
+        f"Prefect runs start after ≥ {s.min_idle:g} s with the server idle"
+        + (
+            ""
+            if s.prefect_graphs == GRAPH_WORKLOADS
+            else f"; Prefect runners on {' and '.join(s.prefect_graphs)} only (graphs)"
+        ),
         f"* Prefect server (SQLite, one for all Prefect children): up in "
         f"{m.get('server_start_s', 0):.1f} s, peak RSS {m.get('server_rss', '?')}, "
         f"CPU {m.get('server_cpu', '?')} over the bench",
@@ -310,11 +365,16 @@ def markdown(bench: Bench) -> str:
         targets_markdown(targets(bench.results)) + "\n",
     ]
     for workload in WORKLOADS:
-        if workload in bench.results:
+        if workload in bench.results and workload not in SCALE_WORKLOADS:
             parts += [
                 f"## {workload}: {TITLES[workload]}\n",
                 table(workload, ordered(bench.results[workload])) + "\n",
             ]
+    if any(w in bench.results for w in SCALE_WORKLOADS):
+        parts += [
+            f"## {' / '.join(SCALE_WORKLOADS)}: {TITLES['graph-scale']}\n",
+            scale_table(bench.results, DISPLAY_ORDER) + "\n",
+        ]
     parts.append(NOTES)
     return "\n".join(parts)
 
@@ -326,11 +386,19 @@ NOTES = """## How to read this
   loop's own start-up. Ratios are to the asyncio row of the same table, same bench run.
 * *per step* = time from entering the first step's body to leaving the last step's,
   divided by 50: the cost of a step inside a run, without the run's start and end.
-  *whole run* includes the flow run's creation and completion.
+  *whole run* includes the flow run's creation and completion. *per iteration*
+  (loop100) and *per node* (graph1k/10k) are the same measure over 100 / N nodes.
+* *makespan* (graph workloads, chain50-io) is the whole run; the *ideal* ratio divides
+  it by the sleeps on the critical path. prefect-raw gathers each layer (a barrier per
+  layer: the slowest task run of a layer holds the next layer back);
+  LangGraph runs lock-step supersteps; bf.Graph starts a node as soon as its own
+  predecessors are done. bf-tracked also attaches the graph's mermaid drawing to
+  each flow run as an artifact (one more API call per run).
 * *client CPU / run*: CPU of the benchmark child per run; *server CPU / run*: CPU the
   Prefect server spent from the run's start until it was idle again (its per-task-run
   post-processing included). *first run*: the warm-up run (client set-up included).
-* *peak RSS*: `ru_maxrss` of the child (the runner's imports included).
+* *peak RSS*: `VmHWM` of the child (the runner's imports included); the Prefect
+  runners' server is listed under Machine.
 * *prefect-raw* keeps Prefect's task defaults (DEFAULT cache policy: a cache key per
   call); *prefect-raw-nocache* and *bf-tracked* use NO_CACHE without persistence.
 * *bf-tracked*'s first run includes importing Prefect: beluga_flows imports it lazily.
@@ -356,7 +424,8 @@ def finish(bench: Bench, started: float) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
     p = argparse.ArgumentParser(description="beluga_flows benchmark (see bench/README.md)")
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (< 3 min)")
+    p.add_argument("--only", choices=sorted(GROUPS), help="only the chain or graph workloads")
     p.add_argument("--runners", default=",".join(DISPLAY_ORDER), help="comma-separated subset")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown report")
@@ -372,7 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     bench.meta = machine()
     started = time.perf_counter()
     try:
-        measure_all(bench, set(args.runners.split(",")), set(args.workloads.split(",")))
+        workloads = set(args.workloads.split(","))
+        if args.only:
+            workloads &= set(GROUPS[args.only])
+        measure_all(bench, set(args.runners.split(",")), workloads)
         finish(bench, started)
     finally:
         if bench.server is not None:
