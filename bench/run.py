@@ -70,6 +70,7 @@ class Settings:
     fast_runs: int  # fast runners on the short workloads: samples (batches if < 20 ms)
     min_idle: float  # Prefect: seconds of idle before each measured run
     quiet_wait: float  # ... or after waiting this long for that (then the row is flagged)
+    quiet_window: float  # seconds of CPU sampling per quietness check
     nocache_row: bool  # also measure prefect-raw-nocache on chain50-trivial
     prefect_graphs: tuple[str, ...]  # graph workloads the Prefect runners measure
 
@@ -96,10 +97,11 @@ NORMAL = Settings(
     "normal",
     runs=7,
     prefect_runs=11,
-    graph_prefect_runs=5,
+    graph_prefect_runs=7,
     fast_runs=31,
     min_idle=1.0,
     quiet_wait=30.0,
+    quiet_window=0.5,
     nocache_row=True,
     prefect_graphs=GRAPH_WORKLOADS,
 )
@@ -111,6 +113,7 @@ QUICK = Settings(
     fast_runs=11,
     min_idle=0.5,
     quiet_wait=5.0,
+    quiet_window=0.25,
     nocache_row=False,
     prefect_graphs=("fanout100", "diamond5x20"),  # ~15 s per Prefect child on a graph
 )
@@ -169,7 +172,7 @@ def run_child(bench: Bench, runner: str, workload: str) -> Row:
         "--out",
         str(out),
     ]
-    busy = wait_quiet(bench.settings.quiet_wait)
+    busy = wait_quiet(bench.settings.quiet_wait, bench.settings.quiet_window)
     started = time.perf_counter()
     with open(log, "wb") as err:
         try:
@@ -209,12 +212,12 @@ def cpu_busy(window: float = 0.5) -> float:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
-def wait_quiet(max_wait: float) -> float:
+def wait_quiet(max_wait: float, window: float = 0.5) -> float:
     """Wait (up to ``max_wait`` s) until the machine is quiet; the last busy fraction."""
     deadline = time.perf_counter() + max_wait
-    busy = cpu_busy()
+    busy = cpu_busy(window)
     while busy > QUIET_BUSY and time.perf_counter() < deadline:
-        busy = cpu_busy()
+        busy = cpu_busy(window)
     return busy
 
 
@@ -394,6 +397,10 @@ NOTES = """## How to read this
   LangGraph runs lock-step supersteps; bf.Graph starts a node as soon as its own
   predecessors are done. bf-tracked also attaches the graph's mermaid drawing to
   each flow run as an artifact (one more API call per run).
+* bf-tracked passes the graph state to each node's task run as its parameter, and
+  Prefect's task engine walks every parameter (`visit_collection`, twice per task run)
+  whatever its cache policy: on diamond5x20 the state's list grows to 80 entries, which
+  costs ~0.3-1 ms of client CPU per node; prefect-raw's tasks take one int.
 * *client CPU / run*: CPU of the benchmark child per run; *server CPU / run*: CPU the
   Prefect server spent from the run's start until it was idle again (its per-task-run
   post-processing included). *first run*: the warm-up run (client set-up included).
