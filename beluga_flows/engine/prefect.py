@@ -36,6 +36,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
+from prefect.utilities.annotations import quote
 
 from .. import _execute
 from ..breaker import add_global_listener
@@ -255,10 +256,13 @@ class PrefectEngine(Engine):
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
         async with _execute.flow_slot():
             with tagged:
-                if _SUBMIT.get():
+                if _SUBMIT.get():  # (task runners do not unwrap quote())
                     future = task.submit(*args, **kwargs)
                     return await asyncio.to_thread(future.result)
-                return await task(*args, **kwargs)
+                # quote(): Prefect otherwise walks every argument, twice per task run,
+                # looking for futures; a graph's whole state is every node's argument.
+                quoted = {k: quote(v) for k, v in kwargs.items()}
+                return await task(*(quote(a) for a in args), **quoted)
 
     async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         pf = prefect_flow(flow)
