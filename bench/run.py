@@ -398,10 +398,10 @@ NOTES = """## How to read this
   LangGraph runs lock-step supersteps; bf.Graph starts a node as soon as its own
   predecessors are done. bf-tracked also attaches the graph's mermaid drawing to
   each flow run as an artifact (one more API call per run).
-* bf-tracked passes the graph state to each node's task run as its parameter, and
-  Prefect's task engine walks every parameter (`visit_collection`, twice per task run)
-  whatever its cache policy: on diamond5x20 the state's list grows to 80 entries, which
-  costs ~0.3-1 ms of client CPU per node; prefect-raw's tasks take one int.
+* bf-tracked passes the graph state to each node's task run as its parameter, wrapped
+  in Prefect's `quote()` so the task engine does not walk it (`visit_collection`, twice
+  per task run); before that change the walk cost ~0.3-1 ms of client CPU per node on
+  diamond5x20, where the state's list grows to 80 entries.
 * *client CPU / run*: CPU of the benchmark child per run; *server CPU / run*: CPU the
   Prefect server spent from the run's start until it was idle again (its per-task-run
   post-processing included). *first run*: the warm-up run (client set-up included).
