@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import ErrorCode, OrchestratorError
 
-__all__ = ["config_error", "non_negative_int", "seconds", "tags"]
+__all__ = ["config_error", "non_negative_int", "positive_int", "seconds", "tags"]
 
 MAX_SECONDS = 24 * 3600.0
 
@@ -38,6 +38,15 @@ def seconds(
     if result > MAX_SECONDS and field.endswith("timeout"):
         raise config_error(owner, f"{field} must be at most 24 h, got {value!r}")
     return result
+
+
+def positive_int(owner: str, field: str, value: Any, *, maximum: int | None = None) -> int:
+    """Validate a count that must be at least 1 (``max_workers``, ``window`` …)."""
+    bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
+    if bad or (maximum is not None and value > maximum):
+        bound = ">= 1" if maximum is None else f"in 1..{maximum}"
+        raise config_error(owner, f"{field} must be an int {bound}, got {value!r}")
+    return int(value)
 
 
 def non_negative_int(owner: str, field: str, value: Any, *, maximum: int | None = None) -> int:

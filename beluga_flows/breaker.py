@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from . import telemetry
 from ._breaker_store import BreakerStore, MemoryStore
-from ._validate import config_error, seconds
+from ._validate import config_error, positive_int, seconds
 from .errors import ErrorCode, OrchestratorError, matches
 
 __all__ = [
@@ -165,11 +165,7 @@ def record(
 
 
 def _positive_int(name: str, field_name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise config_error(
-            "breaker", f"breaker {name!r}: {field_name} must be an int >= 1, got {value!r}"
-        )
-    return value
+    return positive_int("breaker", f"breaker {name!r}: {field_name}", value)
 
 
 class CircuitBreaker:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from . import _execute
-from ._validate import config_error, non_negative_int, seconds
+from ._validate import config_error, non_negative_int, positive_int, seconds
 from ._validate import tags as check_tags
 from .breaker import CircuitBreaker
 from .engine import current_engine
@@ -33,9 +33,6 @@ from .retry import RetryPolicy
 from .runnable import Runnable
 
 __all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "flow", "step"]
-
-# Options of the contract that later releases enforce; accepting them silently
-# would be worse than a clear error today.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,8 +185,7 @@ def _limits(owner: str, options: dict[str, Any]) -> dict[str, Any]:
     name = _limit_name(owner, "concurrency", options["concurrency"])
     slots = options["max_concurrency"]
     if slots is not None:
-        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-            raise config_error(owner, f"max_concurrency must be an int >= 1, got {slots!r}")
+        positive_int(owner, "max_concurrency", slots)
         if name is None:
             raise config_error(owner, "max_concurrency needs concurrency=<limit name>")
     return {
@@ -337,10 +333,8 @@ def flow(
     def decorate(f: Callable[..., Any]) -> Flow:
         _check_callable(owner, f)
         workers = max_workers
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1000
-        ):
-            raise config_error(owner, f"max_workers must be an int in 1..1000, got {workers!r}")
+        if workers is not None:
+            positive_int(owner, "max_workers", workers, maximum=1000)
         spec = FlowSpec(
             name=_name(owner, name, f),
             description=_description(owner, description, f),

@@ -31,7 +31,7 @@ from . import _execute, telemetry
 from ._graph_run import GraphReport, GraphResult, GraphRun
 from ._plan import END, START, Plan, compile_plan
 from ._scheduler import NodeStatus
-from ._validate import config_error, non_negative_int, seconds
+from ._validate import config_error, non_negative_int, positive_int, seconds
 from .decorators import Step, step
 from .engine import Engine, get_engine, use_engine
 from .errors import ErrorCode, OrchestratorError
@@ -39,12 +39,6 @@ from .retry import RetryPolicy
 from .runnable import Runnable
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphReport", "GraphResult", "NodeStatus"]
-
-
-def _positive_int(field: str, value: Any, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        raise config_error("graph", f"{field} must be an int in 1..{maximum}, got {value!r}")
-    return value
 
 
 class Graph(Runnable):
@@ -82,9 +76,11 @@ class Graph(Runnable):
         self.name = name or "graph"
         self.timeout = seconds("graph", "timeout", timeout)
         self.retries = non_negative_int("graph", "retries", retries, maximum=20)
-        self.max_workers = _positive_int("max_workers", max_workers, 1000)
+        self.max_workers = positive_int("graph", "max_workers", max_workers, maximum=1000)
         self.parallel = parallel
-        self.max_iterations = _positive_int("max_iterations", max_iterations, 1_000_000)
+        self.max_iterations = positive_int(
+            "graph", "max_iterations", max_iterations, maximum=1_000_000
+        )
         self.reducers = reducers
         self.task_runner = task_runner
         self.provider = provider

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from ._validate import config_error
+from ._validate import config_error, positive_int
 from .errors import ErrorCode, OrchestratorError
 
 __all__ = ["LocalLimits", "RateLimit", "define_rate_limit", "rate_limit_spec"]
@@ -55,8 +55,7 @@ def define_rate_limit(name: str, per_second: float, burst: int = 1) -> RateLimit
         )
     if isinstance(per_second, bool) or not isinstance(per_second, int | float) or per_second <= 0:
         raise config_error("rate_limit", f"{name!r}: per_second must be > 0, got {per_second!r}")
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise config_error("rate_limit", f"{name!r}: burst must be an int >= 1, got {burst!r}")
+    positive_int("rate_limit", f"{name!r}: burst", burst)
     spec = _RATES[name] = RateLimit(name, float(per_second), burst)
     return spec
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from ._validate import config_error
+from ._validate import config_error, positive_int
 
 __all__ = ["BufferMemory"]
 
@@ -38,8 +38,8 @@ class BufferMemory:
             raise config_error(
                 "memory", f"memory_key must be a non-empty string, got {memory_key!r}"
             )
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise config_error("memory", f"k must be an int >= 1 or None, got {k!r}")
+        if k is not None:
+            positive_int("memory", "k", k)
         self.memory_key = memory_key
         self.k = k
         self._lock = threading.Lock()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._validate import config_error, seconds
+from ._validate import config_error, positive_int, seconds
 from .errors import ErrorCode, OrchestratorError, matches
 
 __all__ = ["NON_RETRYABLE_CODES", "RetryOn", "RetryPolicy"]
@@ -74,9 +74,7 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         own = "retry_policy"
-        n = self.max_attempts
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _MAX_ATTEMPTS:
-            raise config_error(own, f"max_attempts must be an int in 1..{_MAX_ATTEMPTS}, got {n!r}")
+        positive_int(own, "max_attempts", self.max_attempts, maximum=_MAX_ATTEMPTS)
         initial = seconds(own, "initial_delay", self.initial_delay, allow_zero=True)
         cap = seconds(own, "max_delay", self.max_delay, allow_zero=True)
         object.__setattr__(self, "initial_delay", initial)

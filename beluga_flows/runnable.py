@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from . import _execute
-from ._validate import config_error
+from ._validate import positive_int
 
 __all__ = ["Runnable"]
 
@@ -54,14 +54,8 @@ class Runnable(abc.ABC):
         the first failure (by position) is raised once all items have settled.
         """
         items = list(inputs)
-        if max_concurrency is not None and (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
-        ):
-            raise config_error(
-                "batch", f"max_concurrency must be an int >= 1, got {max_concurrency!r}"
-            )
+        if max_concurrency is not None:
+            positive_int("batch", "max_concurrency", max_concurrency)
         sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
         async def one(item: Any) -> Any:
