@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from ._validate import config_error, positive_int
 from .errors import ErrorCode, OrchestratorError
 
-__all__ = ["LocalLimits", "RateLimit", "define_rate_limit", "rate_limit_spec"]
+__all__ = [
+    "LocalLimits",
+    "RateLimit",
+    "define_rate_limit",
+    "exhausted",
+    "missing",
+    "rate_limit_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,21 @@ def rate_limit_spec(name: str) -> RateLimit | None:
     return _RATES.get(name)
 
 
-def _exhausted(kind: str, name: str, timeout: float | None) -> OrchestratorError:
+def missing(name: str, *, rate: bool) -> OrchestratorError:
+    """``NOT_FOUND`` for a limit nobody declared, saying how to declare it."""
+    how = (
+        "declare it with bf.define_rate_limit(name, per_second)"
+        if rate
+        else "give max_concurrency= to create it"
+    )
+    kind = "rate limit" if rate else "concurrency limit"
+    return OrchestratorError(
+        "limits", f"no {kind} {name!r}: {how}", ErrorCode.NOT_FOUND, limit=name
+    )
+
+
+def exhausted(kind: str, name: str, timeout: float | None) -> OrchestratorError:
+    """``RESOURCE_EXHAUSTED``: no slot or token of ``name`` came within ``timeout``."""
     return OrchestratorError(
         "limits",
         f"{kind} {name!r}: no slot within {timeout:g}s",
@@ -155,12 +176,7 @@ class LocalLimits:
             slots = self._slots.get(name)
             if slots is None:
                 if limit is None:
-                    raise OrchestratorError(
-                        "limits",
-                        f"no concurrency limit {name!r}: give max_concurrency=",
-                        ErrorCode.NOT_FOUND,
-                        limit=name,
-                    )
+                    raise missing(name, rate=False)
                 slots = self._slots[name] = _Slots(limit)
             return slots
 
@@ -171,18 +187,12 @@ class LocalLimits:
             if bucket is None:
                 spec = rate_limit_spec(name)
                 if spec is None:
-                    raise OrchestratorError(
-                        "limits",
-                        f"no rate limit {name!r}: declare it with "
-                        "bf.define_rate_limit(name, per_second)",
-                        ErrorCode.NOT_FOUND,
-                        limit=name,
-                    )
+                    raise missing(name, rate=True)
                 bucket = self._buckets[name] = _Bucket(spec)
         deadline = None if timeout is None else time.monotonic() + timeout
         while (delay := bucket.wait_time()) > 0:
             if deadline is not None and time.monotonic() + delay > deadline:
-                raise _exhausted("rate limit", name, timeout)
+                raise exhausted("rate limit", name, timeout)
             await asyncio.sleep(delay)
 
     @contextlib.asynccontextmanager
@@ -194,7 +204,7 @@ class LocalLimits:
         try:
             await slots.acquire(timeout)
         except TimeoutError:
-            raise _exhausted("concurrency limit", name, timeout) from None
+            raise exhausted("concurrency limit", name, timeout) from None
         try:
             yield
         finally:

@@ -40,8 +40,7 @@ from prefect.utilities.annotations import quote
 
 from .. import _execute
 from ..breaker import add_global_listener
-from ..errors import ErrorCode, OrchestratorError
-from ..limits import rate_limit_spec
+from ..limits import exhausted, missing, rate_limit_spec
 from ..retry import RetryPolicy
 from .base import Engine, guarded_call, run_flow_body, run_inline
 
@@ -181,24 +180,12 @@ async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
             if rate:
                 declared = rate_limit_spec(name)
                 if declared is None:
-                    raise OrchestratorError(
-                        "limits",
-                        f"no rate limit {name!r} on the Prefect server: declare it "
-                        "with bf.define_rate_limit(name, per_second)",
-                        ErrorCode.NOT_FOUND,
-                        limit=name,
-                    ) from None
+                    raise missing(name, rate=True) from None
                 create = GlobalConcurrencyLimitCreate(
                     name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
                 )
             elif slots is None:
-                raise OrchestratorError(
-                    "limits",
-                    f"no concurrency limit {name!r} on the Prefect server: give "
-                    "max_concurrency= to create it",
-                    ErrorCode.NOT_FOUND,
-                    limit=name,
-                ) from None
+                raise missing(name, rate=False) from None
             else:
                 create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
             try:
@@ -218,12 +205,7 @@ async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitab
     try:
         await waiting
     except TimeoutError:
-        raise OrchestratorError(
-            "limits",
-            f"{kind} {name!r}: no slot within {timeout:g}s",
-            ErrorCode.RESOURCE_EXHAUSTED,
-            limit=name,
-        ) from None
+        raise exhausted(kind, name, timeout) from None
 
 
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
