@@ -56,6 +56,17 @@ class StepSpec:
         """Whether calls take a concurrency slot or a rate-limit token."""
         return self.concurrency is not None or self.rate_limit is not None
 
+    @functools.cached_property
+    def plain(self) -> bool:
+        """No policy at all: an inline call is just the function call (computed once)."""
+        return (
+            self.retry_policy is None
+            and self.timeout is None
+            and not self.cache
+            and self.circuit_breaker is None
+            and not self.limited
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class FlowSpec:

@@ -86,20 +86,14 @@ async def run_inline(
     """A step call in-process, without a task run: ``retry → breaker → limits →
     timeout → call``."""
     spec = step.spec
-    plain = (
-        spec.retry_policy is None
-        and spec.timeout is None
-        and not spec.cache
-        and spec.circuit_breaker is None
-        and not spec.limited
-    )
-    if plain and _execute._FLOW_LIMIT.get() is None:  # the hot path of inline glue steps
+    unbounded = _execute._FLOW_LIMIT.get() is None
+    if spec.plain and unbounded:  # the hot path of inline glue steps
         return await _execute.call(step.fn, args, kwargs)
     key = _cache_key(args, kwargs) if spec.cache else None
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit
 
-    if spec.retry_policy is None and _execute._FLOW_LIMIT.get() is None:
+    if spec.retry_policy is None and unbounded:
         result = await guarded_call(engine, step, args, kwargs)
     else:
         async with _execute.flow_slot():
