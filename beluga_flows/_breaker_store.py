@@ -10,20 +10,60 @@ across all of them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import json
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from ._validate import config_error
 from .errors import ErrorCode, OrchestratorError
 
-if TYPE_CHECKING:
-    from .breaker import BreakerState
+__all__ = ["BreakerState", "BreakerStore", "CircuitState", "MemoryStore", "RedisStore"]
 
-__all__ = ["BreakerStore", "MemoryStore", "RedisStore"]
 
-Update = Callable[["BreakerState"], tuple["BreakerState", Any]]
+class CircuitState(enum.StrEnum):
+    """``closed`` (calls pass), ``open`` (calls fail fast), ``half_open`` (probing)."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What a store keeps for one breaker (JSON-friendly)."""
+
+    state: CircuitState = CircuitState.CLOSED
+    failures: int = 0  # consecutive, while closed
+    opened_at: float | None = None
+    probes: int = 0  # half-open calls in flight
+    successes: int = 0  # half-open successes so far
+    outcomes: tuple[bool, ...] = field(default=())  # last `window` calls, True = failure
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            **dataclasses.asdict(self),
+            "state": self.state.value,
+            "outcomes": list(self.outcomes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BreakerState:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            **{
+                **data,
+                "state": CircuitState(data["state"]),
+                "outcomes": tuple(data.get("outcomes", ())),
+            }
+        )
+
+
+Update = Callable[[BreakerState], tuple[BreakerState, Any]]
 
 
 @runtime_checkable
@@ -45,8 +85,6 @@ class MemoryStore(BreakerStore):
         self._lock = threading.Lock()
 
     async def load(self, name: str) -> BreakerState:
-        from .breaker import BreakerState
-
         return self._states.get(name) or BreakerState()
 
     async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
@@ -54,8 +92,6 @@ class MemoryStore(BreakerStore):
 
     def apply(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
         """:meth:`update` without the coroutine (the lock is held for ``fn`` only)."""
-        from .breaker import BreakerState
-
         with self._lock:
             old = self._states.get(name) or BreakerState()
             new, result = fn(old)
@@ -106,8 +142,6 @@ class RedisStore(BreakerStore):
     async def load(self, name: str) -> BreakerState:
         from redis.exceptions import RedisError
 
-        from .breaker import BreakerState
-
         try:
             raw = await self._client().get(self.prefix + name)
         except (RedisError, OSError) as err:
@@ -116,8 +150,6 @@ class RedisStore(BreakerStore):
 
     async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
         from redis.exceptions import RedisError, WatchError
-
-        from .breaker import BreakerState
 
         key = self.prefix + name
         client = self._client()

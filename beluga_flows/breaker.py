@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import enum
 import functools
 import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import telemetry
-from ._breaker_store import BreakerStore, MemoryStore
+from . import _execute, telemetry
+from ._breaker_store import BreakerState, BreakerStore, CircuitState, MemoryStore
 from ._validate import config_error, positive_int, seconds
 from .errors import ErrorCode, OrchestratorError, matches
 
@@ -57,14 +56,6 @@ _NEUTRAL_CODES = frozenset(
 )
 
 
-class CircuitState(enum.StrEnum):
-    """``closed`` (calls pass), ``open`` (calls fail fast), ``half_open`` (probing)."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
 @dataclass(frozen=True)
 class BreakerConfig:
     """The validated thresholds of a breaker."""
@@ -76,37 +67,6 @@ class BreakerConfig:
     failure_rate: float | None = None
     window: int | None = None
     slow_call_duration: float | None = None
-
-
-@dataclass(frozen=True)
-class BreakerState:
-    """What a store keeps for one breaker (JSON-friendly)."""
-
-    state: CircuitState = CircuitState.CLOSED
-    failures: int = 0  # consecutive, while closed
-    opened_at: float | None = None
-    probes: int = 0  # half-open calls in flight
-    successes: int = 0  # half-open successes so far
-    outcomes: tuple[bool, ...] = field(default=())  # last `window` calls, True = failure
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            **dataclasses.asdict(self),
-            "state": self.state.value,
-            "outcomes": list(self.outcomes),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> BreakerState:
-        """The inverse of :meth:`to_json`."""
-        return cls(
-            **{
-                **data,
-                "state": CircuitState(data["state"]),
-                "outcomes": tuple(data.get("outcomes", ())),
-            }
-        )
 
 
 def _opened(now: float) -> BreakerState:
@@ -246,8 +206,6 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state (``half_open`` as soon as the recovery time has passed)."""
-        from . import _execute
-
         st = _execute.run_sync(lambda: self.store.load(self.name))
         return visible_state(self.config, st, self.clock())
 
@@ -269,14 +227,10 @@ class CircuitBreaker:
 
     def trip(self) -> None:
         """Open now (sync)."""
-        from . import _execute
-
         _execute.run_sync(self.atrip)
 
     def reset(self) -> None:
         """Close now (sync)."""
-        from . import _execute
-
         _execute.run_sync(self.areset)
 
     # ---------------------------------------------------------------- calls
@@ -322,8 +276,6 @@ class CircuitBreaker:
             @bf.CircuitBreaker("geo", failure_threshold=3)
             def geocode(address: str) -> dict: ...
         """
-        from . import _execute
-
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
