@@ -22,17 +22,20 @@ from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from .engine import Engine, LocalEngine, use_engine
 from .errors import ErrorCode, OrchestratorError, is_retryable
 from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
+from .inside import Approval, compensate, query_handler, request_approval, wait_for_signal
 from .limits import define_rate_limit
 from .memory import BufferMemory
 from .patterns import Router, scatter_gather
 from .retry import RetryPolicy
 from .runnable import Runnable
+from .workflow import StepStatus, Workflow, WorkflowClient, WorkflowHandle
 
 __version__ = "0.1.0"
 
 __all__ = [
     "END",
     "START",
+    "Approval",
     "BreakerStore",
     "BufferMemory",
     "Chain",
@@ -56,10 +59,18 @@ __all__ = [
     "Runnable",
     "Step",
     "StepSpec",
+    "StepStatus",
+    "Workflow",
+    "WorkflowClient",
+    "WorkflowHandle",
+    "compensate",
     "define_rate_limit",
     "flow",
     "is_retryable",
+    "query_handler",
+    "request_approval",
     "scatter_gather",
     "step",
     "use_engine",
+    "wait_for_signal",
 ]

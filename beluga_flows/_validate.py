@@ -68,3 +68,14 @@ def tags(owner: str, value: Any) -> tuple[str, ...]:
     if not all(isinstance(t, str) and t for t in result):
         raise config_error(owner, f"tags must be non-empty strings, got {value!r}")
     return result
+
+
+def identifier(op: str, value: Any, what: str = "workflow_id") -> str:
+    """A non-empty id or name of at most 255 characters (``INVALID_INPUT`` otherwise)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise OrchestratorError(
+            op,
+            f"{what} must be a non-empty string of ≤ 255 chars, got {value!r}",
+            ErrorCode.INVALID_INPUT,
+        )
+    return value

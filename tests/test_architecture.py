@@ -10,11 +10,18 @@ import beluga_flows as bf
 
 PACKAGE = Path(bf.__file__).parent
 # The engine adapter is the seam; the CLI is an edge that may import Prefect lazily.
-ALLOWED_PREFECT_IMPORTERS = {"engine/prefect.py", "cli.py"}
+ALLOWED_PREFECT_IMPORTERS = {
+    "engine/prefect.py",
+    "engine/prefect_runs.py",
+    "engine/prefect_host.py",
+    "engine/prefect_messages.py",
+    "cli.py",
+}
 
 EXPORTED = [
     "END",
     "START",
+    "Approval",
     "BreakerStore",
     "BufferMemory",
     "Chain",
@@ -38,12 +45,20 @@ EXPORTED = [
     "Runnable",
     "Step",
     "StepSpec",
+    "StepStatus",
+    "Workflow",
+    "WorkflowClient",
+    "WorkflowHandle",
+    "compensate",
     "define_rate_limit",
     "flow",
     "is_retryable",
+    "query_handler",
+    "request_approval",
     "scatter_gather",
     "step",
     "use_engine",
+    "wait_for_signal",
 ]
 
 

@@ -20,7 +20,7 @@ from ..breaker import get_breaker
 if TYPE_CHECKING:
     from ..decorators import Flow, Step, StepSpec
 
-__all__ = ["Engine", "guarded_call", "run_flow_body", "run_inline"]
+__all__ = ["Engine", "guarded_call", "input_hash", "run_flow_body", "run_inline"]
 
 T = TypeVar("T")
 
@@ -69,7 +69,8 @@ class Engine(Protocol):
 _MISS = object()
 
 
-def _cache_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """A stable digest of a call's arguments (``None`` when they do not pickle)."""
     try:
         blob = pickle.dumps((args, sorted(kwargs.items())), protocol=5)
     except Exception:
@@ -89,7 +90,7 @@ async def run_inline(
     unbounded = _execute._FLOW_LIMIT.get() is None
     if spec.plain and unbounded:  # the hot path of inline glue steps
         return await _execute.call(step.fn, args, kwargs)
-    key = _cache_key(args, kwargs) if spec.cache else None
+    key = input_hash(args, kwargs) if spec.cache else None
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit
 

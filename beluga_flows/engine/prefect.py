@@ -27,7 +27,7 @@ from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency as prefect_concurrency
@@ -38,11 +38,11 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
 from prefect.utilities.annotations import quote
 
-from .. import _execute
+from .. import _durable, _execute
 from ..breaker import add_global_listener
 from ..limits import exhausted, missing, rate_limit_spec
 from ..retry import RetryPolicy
-from .base import Engine, guarded_call, run_flow_body, run_inline
+from .base import Engine, guarded_call, input_hash, run_flow_body, run_inline
 
 if TYPE_CHECKING:
     from ..decorators import Flow, Step, StepSpec
@@ -90,6 +90,9 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
 
     async def run(*args: Any, **kwargs: Any) -> Any:
         _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
+        # Steps nested in a step are plain task runs: the outer one is what a
+        # workflow replays.
+        outer = _durable.CURRENT.set(None)
         try:
             return await guarded_call(_ENGINE, step, args, kwargs)
         except Exception as err:
@@ -97,6 +100,8 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
             if ctx is not None:
                 _execute._set_attempts(err, ctx.task_run.run_count)
             raise
+        finally:
+            _durable.CURRENT.reset(outer)
 
     # Parameters as the user wrote them (``__wrapped__``), but not the user's
     # module/qualname: cloudpickle would then ship ``run`` by reference to the
@@ -141,6 +146,45 @@ def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
     )
     flow.__dict__["_prefect_flow"] = pf
     return pf
+
+
+# The durable key of the step call being started (read by its task's cache policy).
+_STEP_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "beluga_step_key", default=None
+)
+
+
+def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    return _STEP_KEY.get()
+
+
+def _durable_task(step: Step) -> PrefectTask[..., Any]:
+    """``step``'s task with its result persisted under the workflow's durable key."""
+    cached: PrefectTask[..., Any] | None = step.__dict__.get("_durable_task")
+    if cached is None:
+        cached = prefect_task(step).with_options(
+            cache_policy=CacheKeyFnPolicy(cache_key_fn=_durable_key), persist_result=True
+        )
+        step.__dict__["_durable_task"] = cached
+    return cached
+
+
+async def _durable_step(
+    run: _durable.LiveRun, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A step call inside a workflow: a task run named by its label whose result is
+    stored under its durable key; a replay finds it there instead of running it."""
+    label, key = run.step_identity(step.spec.name, input_hash(args, kwargs))
+    task = _durable_task(step) if key is not None else prefect_task(step)
+    tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key)
+    try:
+        quoted = {k: quote(v) for k, v in kwargs.items()}
+        result = await task(*(quote(a) for a in args), **quoted)
+    finally:
+        _execute.RUN_LABEL.reset(tokens[0])
+        _STEP_KEY.reset(tokens[1])
+    run.last_step = label
+    return result
 
 
 # The body of an ad-hoc flow run travels in the context, not as a parameter, so the
@@ -232,12 +276,17 @@ class PrefectEngine(Engine):
     rng: random.Random | None = None
 
     async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        run = _durable.CURRENT.get()
+        if run is not None:
+            run.checkpoint()  # a workflow's step boundary: cancel / terminate land here
         if not step.spec.track:
             return await run_inline(self, step, args, kwargs)
         task = prefect_task(step)
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
         async with _execute.flow_slot():
             with tagged:
+                if run is not None and not _SUBMIT.get():
+                    return await _durable_step(run, step, args, kwargs)
                 if _SUBMIT.get():  # (task runners do not unwrap quote())
                     future = task.submit(*args, **kwargs)
                     return await asyncio.to_thread(future.result)

@@ -1,0 +1,183 @@
+"""The live state of one workflow run, as its own code sees it. No I/O, no Prefect.
+
+A :class:`LiveRun` is what ``wait_for_signal``, ``compensate``, ``query_handler``
+and every step call inside a workflow talk to. The engine adapter fills it from the
+outside (signals, cancel and terminate requests arrive through its watcher) and
+reads it back (compensations to run, query handlers to answer).
+
+Durability lives here too, as pure bookkeeping: each step call inside a workflow
+gets a *label* (``charge``, ``charge-2`` …, its task-run name) and a *durable key*
+derived from (workflow id, execution, step, input, occurrence). The adapter persists
+the step's result under that key; a resumed run computes the same keys in the same
+order and finds the results instead of running the steps again.
+
+Cancel and terminate are control flow, not errors: they derive from
+:class:`BaseException` so ``except Exception`` in user code, retries and breakers
+never swallow them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .errors import ErrorCode, OrchestratorError
+
+__all__ = [
+    "CURRENT",
+    "CancelRequested",
+    "Control",
+    "LiveRun",
+    "StepStatus",
+    "Terminated",
+    "current",
+]
+
+
+class StepStatus(StrEnum):
+    """The status of one step of a workflow (``wf.query(..., "steps")``)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    WAITING = "waiting"
+    RETRYING = "retrying"
+
+
+class Control(BaseException):
+    """Stop the workflow body now (not an error: nothing retries or catches it)."""
+
+
+class CancelRequested(Control):
+    """The run was asked to cancel: stop at this step boundary, then compensate."""
+
+
+class Terminated(Control):
+    """The run was terminated: stop, run nothing more."""
+
+
+@dataclass(eq=False)
+class LiveRun:
+    """One running workflow execution, seen from inside.
+
+    ``execution`` names the lineage of runs that share step results: a fresh
+    ``execute()`` starts a new one, ``resume()`` continues the old one.
+    """
+
+    workflow_id: str
+    run_id: str
+    execution: str
+    compensations: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    queries: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    last_step: str | None = None
+    cancel_requested: bool = False
+    terminated: str | None = None
+    seen: set[str] = field(default_factory=set)  # message keys already taken in
+    _signals: dict[str, collections.deque[Any]] = field(
+        default_factory=lambda: collections.defaultdict(collections.deque)
+    )
+    _labels: collections.Counter[str] = field(default_factory=collections.Counter)
+    _occurrences: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # ------------------------------------------------------------ durability
+
+    def begin_attempt(self) -> None:
+        """A fresh attempt replays from the start: same keys, same order."""
+        self.compensations.clear()
+        self._labels.clear()
+        self._occurrences.clear()
+        self.last_step = None
+
+    def step_identity(self, name: str, input_hash: str | None) -> tuple[str, str | None]:
+        """``(label, durable key)`` of the next call of step ``name`` with this input.
+
+        The n-th call of a step with the same input gets the n-th key, so loops over
+        equal inputs stay distinct. Unhashable (unpicklable) input → no key.
+        """
+        self._labels[name] += 1
+        count = self._labels[name]
+        label = name if count == 1 else f"{name}-{count}"
+        if input_hash is None:
+            return label, None
+        self._occurrences[(name, input_hash)] += 1
+        n = self._occurrences[(name, input_hash)]
+        raw = f"{self.workflow_id}\x00{self.execution}\x00{name}\x00{input_hash}\x00{n}"
+        return label, "beluga-" + hashlib.sha256(raw.encode()).hexdigest()
+
+    def checkpoint(self) -> None:
+        """A step boundary: raise the pending cancel or terminate, if any."""
+        if self.terminated is not None:
+            raise Terminated(self.terminated)
+        if self.cancel_requested:
+            raise CancelRequested()
+
+    # ------------------------------------------------------------ from outside
+
+    def deliver(self, name: str, data: Any) -> None:
+        """A signal arrived (in order per name)."""
+        self._signals[name].append(data)
+        self._changed.set()
+
+    def request_cancel(self) -> None:
+        """Ask the body to stop at its next step boundary (or signal wait)."""
+        self.cancel_requested = True
+        self._changed.set()
+
+    def request_terminate(self, message: str) -> None:
+        """Stop now; the state message is ``message``."""
+        self.terminated = message
+        self._changed.set()
+
+    # ------------------------------------------------------------ from inside
+
+    def take_signal(self, name: str) -> tuple[bool, Any]:
+        """``(True, data)`` for the oldest pending signal ``name``, else ``(False, None)``."""
+        queue = self._signals.get(name)
+        if queue:
+            return True, queue.popleft()
+        return False, None
+
+    async def next_signal(self, name: str, timeout: float | None) -> Any:
+        """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            self.checkpoint()
+            found, data = self.take_signal(name)
+            if found:
+                return data
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise OrchestratorError(
+                    "wait_for_signal",
+                    f"no {name!r} signal within {timeout:g}s",
+                    ErrorCode.TIMEOUT,
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+CURRENT: contextvars.ContextVar[LiveRun | None] = contextvars.ContextVar(
+    "beluga_workflow_run", default=None
+)
+
+
+def current(op: str) -> LiveRun:
+    """The workflow run the caller is in; ``INVALID_STATE`` outside one."""
+    run = CURRENT.get()
+    if run is None:
+        raise OrchestratorError(
+            op, f"{op}() can only be called inside a workflow run", ErrorCode.INVALID_STATE
+        )
+    return run

@@ -1,0 +1,295 @@
+"""Workflow runs on Prefect, seen from inside: the flow body, its watcher, approval
+pauses, compensations, and the in-process host. Part of the Prefect adapter.
+
+The body of a workflow's flow run (:func:`host_run`) sets up a
+:class:`~beluga_flows._durable.LiveRun`, records this process as the owner, starts
+a *watcher* and runs the user's function:
+
+* the watcher polls the run (state + ``beluga-*`` inputs) every ``POLL`` seconds:
+  signals go to the run's queues, custom queries are answered, a cancel request
+  (our control message, or Prefect's *Cancelling* from the UI) is flagged for the
+  next step boundary, and a *Cancelled* state set from outside (terminate) stops
+  the body at once;
+* cancel → compensations run in reverse, each a visible task run; the run ends
+  Cancelled. Failure → the same, then the error is re-raised (compensation failures
+  reported on it). Terminate → nothing more runs, and the body *returns* the same
+  Cancelled state, so the engine's final proposal cannot overwrite it with Completed.
+
+Retries of the workflow are done here, not by Prefect: compensations must run once,
+after the last attempt, and each attempt replays the completed steps from storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import functools
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+from prefect import Flow as PrefectFlow
+from prefect import Task as PrefectTask
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.context import FlowRunContext
+from prefect.flow_engine import run_flow_async
+from prefect.logging import get_logger
+from prefect.states import Cancelled, Crashed
+from prefect.utilities.annotations import quote
+
+from .. import _execute
+from .._durable import CURRENT, CancelRequested, LiveRun, Terminated
+from ..errors import ErrorCode, OrchestratorError
+from . import prefect_messages as messages
+from . import prefect_runs as runs
+from .base import run_flow_body
+
+if TYPE_CHECKING:
+    from ..decorators import Flow
+
+__all__ = ["Host", "host", "host_run", "serve", "workflow_flow"]
+
+_log = get_logger("beluga_flows.workflow")
+
+
+def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
+    """The Prefect flow behind a workflow (built once per ``Flow``)."""
+    cached: PrefectFlow[..., Any] | None = flow.__dict__.get("_workflow_flow")
+    if cached is not None:
+        return cached
+
+    async def body(*args: Any, **kwargs: Any) -> Any:
+        return await host_run(flow, args, kwargs)
+
+    functools.update_wrapper(body, flow.fn)
+    pf: PrefectFlow[..., Any] = PrefectFlow(
+        fn=body,
+        name=name,
+        description=flow.spec.description,
+        persist_result=True,  # get_result from any process, resume after a crash
+        validate_parameters=False,
+    )
+    flow.__dict__["_workflow_flow"] = pf
+    return pf
+
+
+# ---------------------------------------------------------------- the body
+
+
+async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run one workflow execution inside its flow run (see the module docstring)."""
+    ctx = FlowRunContext.get()
+    assert ctx is not None and ctx.flow_run is not None
+    fr = ctx.flow_run
+    labels = fr.labels or {}
+    run = LiveRun(
+        workflow_id=str(labels.get("beluga.workflow_id", fr.name)),
+        run_id=str(fr.id),
+        execution=str(labels.get("beluga.execution", fr.id)),
+    )
+    async with get_client() as client:
+        await client.update_flow_run_labels(fr.id, runs.owner_labels())
+    token = CURRENT.set(run)
+    body = asyncio.ensure_future(_attempts(flow, run, args, kwargs))
+    watcher = asyncio.ensure_future(_watch(run, body))
+    try:
+        result = await body
+    except asyncio.CancelledError:
+        if run.terminated is None:
+            raise
+        return Cancelled(message=run.terminated)
+    except Terminated:
+        return Cancelled(message=run.terminated)
+    except CancelRequested:
+        failures = await _compensate(run)
+        note = f"; {len(failures)} compensation(s) failed: {failures}" if failures else ""
+        return Cancelled(message=f"cancelled by request{note}")
+    except Exception as err:
+        failures = await _compensate(run)
+        if failures:
+            raise _with_failures(err, failures) from err
+        raise
+    finally:
+        watcher.cancel()
+        CURRENT.reset(token)
+    # A terminate that landed after the last step: keep its state, not Completed.
+    async with get_client() as client:
+        now = await client.read_flow_run(fr.id)
+    if now.state is not None and now.state.type == StateType.CANCELLED:
+        return Cancelled(message=now.state.message)
+    return result
+
+
+async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    attempt = 0
+    while True:
+        run.begin_attempt()
+        try:
+            return await run_flow_body(flow, args, kwargs)
+        except Exception:
+            if attempt >= flow.spec.retries:
+                raise
+            attempt += 1
+            _log.info("workflow %s: attempt %d failed, replaying", run.workflow_id, attempt)
+
+
+def _with_failures(err: Exception, failures: list[str]) -> OrchestratorError:
+    code = err.code if isinstance(err, OrchestratorError) else ErrorCode.EXECUTION_FAILED
+    message = str(err.message if isinstance(err, OrchestratorError) else err)
+    made = OrchestratorError(
+        "workflow",
+        f"{message}; {len(failures)} compensation(s) failed: {'; '.join(failures)}",
+        code,
+        compensation_errors=failures,
+    )
+    made.__cause__ = err
+    return made
+
+
+# ---------------------------------------------------------------- compensations
+
+
+async def _undo(fn: Any) -> Any:
+    return await _execute.call(fn, (), {})
+
+
+@functools.cache
+def _undo_task(label: str) -> PrefectTask[..., Any]:
+    return PrefectTask(
+        fn=_undo, name="compensate", task_run_name=f"compensate-{label}", cache_policy=NO_CACHE
+    )
+
+
+async def _compensate(run: LiveRun) -> list[str]:
+    """Run the registered undos in reverse, each as a task run; report failures."""
+    undos = list(reversed(run.compensations))
+    run.compensations.clear()
+    if not undos:
+        return []
+    async with get_client() as client:
+        await client.update_flow_run_labels(run.run_id, {"beluga.compensated": "true"})  # type: ignore[arg-type]
+    failures: list[str] = []
+    token = CURRENT.set(None)  # undo steps are plain task runs, never replayed
+    try:
+        for label, fn in undos:
+            try:
+                await _undo_task(label)(quote(fn))
+            except Exception as err:
+                _log.error("compensation for %s failed: %s", label, err)
+                failures.append(f"{label}: {err}")
+    finally:
+        CURRENT.reset(token)
+    return failures
+
+
+# ---------------------------------------------------------------- the watcher
+
+
+async def _watch(run: LiveRun, body: asyncio.Future[Any]) -> None:
+    async with get_client() as client:
+        while not body.done():
+            try:
+                await _poll(client, run, body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # an API blip must not kill the run
+                _log.warning("workflow %s: watcher poll failed: %s", run.workflow_id, err)
+            await asyncio.sleep(runs.POLL)
+
+
+async def _poll(client: PrefectClient, run: LiveRun, body: asyncio.Future[Any]) -> None:
+    fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
+    state = fr.state
+    if state is not None and state.type == StateType.CANCELLED and run.terminated is None:
+        run.request_terminate(state.message or "terminated")
+        body.cancel()
+        return
+    if state is not None and state.type == StateType.CANCELLING:
+        run.request_cancel()
+    inputs = await client.filter_flow_run_input(fr.id, "beluga-", 500, run.seen)
+    for item in sorted(inputs, key=lambda i: i.key):
+        run.seen.add(item.key)
+        message = json.loads(item.value)
+        if item.key.startswith("beluga-signal-"):
+            run.deliver(message["name"], message["data"])
+        elif item.key.startswith("beluga-control-"):
+            run.request_cancel()
+        elif item.key.startswith("beluga-query-"):
+            reply = await messages.answer(run, message["name"], message.get("args", []))
+            reply_key = "bfreply-" + item.key.removeprefix("beluga-query-")
+            await client.create_flow_run_input(fr.id, reply_key, reply)
+
+
+# ---------------------------------------------------------------- the in-process host
+
+
+class Host:
+    """The in-process mode: workflow flow runs on one background event loop.
+
+    Runs hosted here die with the process; :meth:`crash_all` (at exit) records
+    them Crashed so ``resume`` can continue them.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.live: dict[str, concurrent.futures.Future[Any]] = {}
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="beluga-workflows", daemon=True
+                ).start()
+                self._loop = loop
+                atexit.register(self.crash_all)
+            return self._loop
+
+    def start(
+        self, pf: PrefectFlow[..., Any], flow_run: FlowRun, parameters: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]:
+        """Start the flow run in the background; the future holds its final state."""
+        loop = self._ensure_loop()
+        fut = asyncio.run_coroutine_threadsafe(
+            run_flow_async(pf, flow_run=flow_run, parameters=parameters, return_type="state"),
+            loop,
+        )
+        key = str(flow_run.id)
+        self.live[key] = fut
+        fut.add_done_callback(lambda _: self.live.pop(key, None))
+        return fut
+
+    def crash_all(self) -> None:
+        """Mark runs still hosted here Crashed (the process is going away)."""
+        pending = list(self.live)
+        if not pending:
+            return
+        from uuid import UUID
+
+        with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            for run_id in pending:
+                client.set_flow_run_state(
+                    UUID(run_id), Crashed(message="host process exited"), force=True
+                )
+
+
+host = Host()
+
+
+def serve(workflow: Any, entrypoint: str, *, limit: int | None) -> None:
+    """Serve ``workflow``'s deployment ``<name>/<task_queue>`` (blocks until Ctrl-C)."""
+    from prefect import serve as prefect_serve
+    from prefect.deployments.runner import RunnerDeployment
+
+    deployment = RunnerDeployment.from_entrypoint(
+        entrypoint,
+        name=workflow.task_queue,
+        tags=[runs.TAG],
+        description=workflow.flow.spec.description,
+    )
+    prefect_serve(deployment, limit=limit, print_starting_message=False)

@@ -1,0 +1,98 @@
+"""Workflows the workflow tests run, in this process, in crash workers and served.
+
+Steps append to a ledger file, so every process can see what ran and how often.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import beluga_flows as bf
+
+
+def note(ledger: str, line: str) -> None:
+    with Path(ledger).open("a") as fh:
+        fh.write(line + "\n")
+
+
+def lines(ledger: str) -> list[str]:
+    path = Path(ledger)
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@bf.step
+def work(i: int, ledger: str, delay: float) -> int:
+    note(ledger, f"start {i}")
+    time.sleep(delay)
+    broken = Path(ledger + ".broken")
+    if i == 5 and broken.exists():  # fails once: the flag is used up
+        broken.unlink()
+        raise RuntimeError("step 5 is broken")
+    note(ledger, f"done {i}")
+    return i * i
+
+
+def ten_steps(ledger: str, delay: float = 0.0, n: int = 10) -> int:
+    """n steps in a row; the result is the sum of their squares."""
+    return sum(work(i, ledger, delay) for i in range(n))
+
+
+@bf.step
+def act(name: str, ledger: str) -> str:
+    note(ledger, f"do {name}")
+    return name
+
+
+@bf.step
+def undo(name: str, ledger: str) -> None:
+    note(ledger, f"undo {name}")
+    if name == "fragile":
+        raise RuntimeError(f"cannot undo {name}")
+
+
+def signalled(ledger: str, expect: int = 2, fail: str = "") -> dict[str, object]:
+    """Two compensated steps, then ``expect`` "item" signals, then a last step."""
+    got: list[object] = []
+
+    @bf.query_handler("received")
+    def received(prefix: str = "") -> list[str]:
+        return [f"{prefix}{g}" for g in got]
+
+    for name in ("first", "second"):
+        done = act(name, ledger)
+        bf.compensate(lambda done=done: undo(done, ledger))
+    for _ in range(expect):
+        got.append(bf.wait_for_signal("item", timeout=60))
+    if fail:
+        done = act(fail, ledger)
+        bf.compensate(lambda done=done: undo(done, ledger))
+        raise bf.OrchestratorError("order", f"{fail} went wrong", bf.ErrorCode.DEPENDENCY_FAILED)
+    act("last", ledger)
+    return {"items": got}
+
+
+@bf.step
+async def act_async(name: str, ledger: str) -> str:
+    note(ledger, f"do {name}")
+    return name
+
+
+async def approval(ledger: str, timeout: float = 60.0) -> str:
+    """An async workflow: approval with a default branch on timeout."""
+    await act_async("before", ledger)
+    try:
+        decision = await bf.request_approval("ship it?", timeout=timeout)
+    except bf.OrchestratorError as err:
+        if err.code is not bf.ErrorCode.TIMEOUT:
+            raise
+        return "timed out: default branch"
+    await act_async("after", ledger)
+    return f"approved={decision.approved} by {decision.reviewer} ({decision.comment})"
+
+
+steps = bf.Workflow(ten_steps, name="wf-ten-steps", mode="in_process")
+retried = bf.Workflow(ten_steps, name="wf-retried", retries=1, mode="in_process")
+signals = bf.Workflow(signalled, name="wf-signals", mode="in_process")
+approvals = bf.Workflow(approval, name="wf-approval", mode="in_process")
+served = bf.Workflow(signalled, name="wf-served", mode="served")
