@@ -24,7 +24,7 @@ _SERVER: LocalServer | None = None
 
 os.environ.update(prefect_env(_ROOT / "client", PREFECT_LOGGING_LEVEL="WARNING"))
 os.environ.pop("BELUGA_FLOWS_PROVIDER", None)
-os.environ["BELUGA_FLOWS_WORKFLOW_POLL"] = "0.2"  # workflow runs look for messages 5×/s
+os.environ["BELUGA_FLOWS_WORKFLOW_POLL"] = "0.2"  # workflow runs look for messages 5 times a second
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,0 +1,63 @@
+"""Resume after a hard crash: worker processes are killed with SIGKILL mid-workflow.
+
+Each worker hosts a ten-step workflow in-process (its run's owner is the worker's
+pid). The test kills it when a randomly chosen step has started, then resumes the
+workflow here: the dead run is recognised and marked Crashed, and the new run
+reuses every completed step's stored result, so the final value equals an
+uninterrupted run's and no completed step ran twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import beluga_flows as bf
+from tests.workflow_app import lines, steps, ten_steps
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+WORKER = Path(__file__).with_name("workflow_crash_worker.py")
+KILLS = 5
+
+
+def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Path) -> None:
+    rng = random.Random(os.environ.get("BELUGA_CRASH_SEED", "7"))
+    kill_at = rng.sample(range(1, 10), KILLS)  # a different step for each worker
+    with bf.use_engine("local"):  # an uninterrupted run, in-process
+        expected = ten_steps(str(tmp_path / "uninterrupted.txt"))
+    workers = []
+    for n, step in enumerate(kill_at):
+        wid = f"crash-{n}-{os.urandom(4).hex()}"
+        ledger = str(tmp_path / f"ledger-{n}.txt")
+        proc = subprocess.Popen([sys.executable, str(WORKER), wid, ledger])
+        workers.append((wid, ledger, step, proc))
+
+    deadline = time.monotonic() + 240
+    for wid, ledger, step, proc in workers:
+        while f"start {step}" not in lines(ledger):
+            assert proc.poll() is None, f"worker {wid} ended before step {step}"
+            assert time.monotonic() < deadline, f"worker {wid} never reached step {step}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    for wid, ledger, step, _ in workers:
+        crashed = steps.query(wid, None, "status")
+        assert crashed == "running"  # what Prefect shows after a hard crash
+        handle = steps.resume(wid)
+        assert steps.get_result(wid, handle.run_id, timeout=120) == expected
+        ran = lines(ledger)
+        assert [ran.count(f"done {i}") for i in range(10)] == [1] * 10, (step, ran)
+        before = [ran.count(f"start {i}") for i in range(step)]
+        assert before == [1] * step, (step, ran)  # completed steps never re-ran
+        runs = [h.run_id for h in asyncio.run(steps.ahandles(wid))]
+        assert len(runs) == 2 and steps.query(wid, runs[1], "status") == "crashed"
