@@ -4,6 +4,7 @@ Commands::
 
     beluga-flows server [--port 4200] [--foreground | --stop]
     beluga-flows run FILE:NAME [--param k=v ...]
+    beluga-flows workflow start|signal|query|result|cancel|terminate|resume|serve ...
     beluga-flows demo
 
 The local server keeps its state (SQLite) in ``$BELUGA_FLOWS_HOME`` (default
@@ -251,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
     demo.add_argument("--out", default="out", help="where the example writes its report")
     demo.set_defaults(func=_cmd_demo)
+    from .cli_workflow import register
+
+    register(sub)
     return parser
 
 
@@ -258,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``beluga-flows`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "workflow":
+            _connect_if_running()
         code: int = args.func(args)
     except OrchestratorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return code
 
 
