@@ -189,6 +189,7 @@ DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/resilient_fetch.py:resilient_fetch", {}),
     ("flows/research_assistant.py:research", {}),
 )
+# The demo also runs flows/order_workflow.py:orders (see _demo_order).
 
 
 def _latest_run_url(ui_url: str, flow_name: str) -> str:
@@ -227,11 +228,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = run_target(obj, params)
         print(json.dumps(result, default=str, indent=2))
         lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
+    order = _demo_order(args.out)
+    lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
     print("\nSee the runs in the Prefect UI:")
     print("\n".join(lines))
     print(f"  all runs           {state['ui_url']}/runs")
     print("The server keeps running in the background; stop it with: beluga-flows server --stop")
     return 0
+
+
+def _demo_order(out: str) -> Any:
+    """Run the order workflow above its approval threshold and approve it by signal."""
+    import time
+
+    orders = load_target("flows/order_workflow.py:orders")
+    workflow_id = f"order-demo-{int(time.time())}"
+    print("\n== flows/order_workflow.py:orders (a durable workflow)")
+    handle = orders.execute(
+        {"order_id": 7, "amount": 740.0, "ledger": f"{out}/order_ledger.jsonl"},
+        workflow_id=workflow_id,
+    )
+    print(f"started: workflow_id={handle.workflow_id} run_id={handle.run_id}")
+    deadline = time.monotonic() + 120
+    while orders.query(workflow_id, handle.run_id, "status") != "paused":
+        if time.monotonic() > deadline:
+            raise OrchestratorError("demo", "the order never asked for approval", ErrorCode.TIMEOUT)
+        time.sleep(0.2)
+    stage = orders.query(workflow_id, handle.run_id, "progress")
+    print(f"paused for approval ({stage}); approving it with an 'approval' signal")
+    orders.signal(workflow_id, handle.run_id, "approval", {"approved": True, "reviewer": "demo"})
+    print(json.dumps(orders.get_result(workflow_id, handle.run_id, timeout=120), indent=2))
+    return handle
 
 
 def build_parser() -> argparse.ArgumentParser:
