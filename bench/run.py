@@ -47,7 +47,7 @@ GRAPH_WORKLOADS = (
     "graph10k-inline",
 )
 WORKLOADS = CHAIN_WORKLOADS + GRAPH_WORKLOADS
-GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS}
+GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS, "workflow": ()}
 SCALE_WORKLOADS = ("graph1k-inline", "graph10k-inline")  # one table for both
 LONG_WORKLOADS = ("chain50-io", "fanout100-max10")  # runs of >= 0.5 s: fewer samples
 FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
@@ -379,6 +379,7 @@ def markdown(bench: Bench) -> str:
             scale_table(bench.results, DISPLAY_ORDER) + "\n",
         ]
     parts += breaker_markdown(bench)
+    parts += workflow_markdown(bench)
     parts.append(NOTES)
     return "\n".join(parts)
 
@@ -416,16 +417,34 @@ NOTES = """## How to read this
 """
 
 
-def breaker_overhead(bench: Bench) -> None:
-    """bench/breaker_overhead.py in its own process: a closed breaker's cost per call."""
+def side_bench(bench: Bench, script: str, key: str) -> None:
+    """Another bench script in its own process; its output goes to ``bench.meta[key]``."""
     done = subprocess.run(
-        [sys.executable, str(HERE / "breaker_overhead.py")],
+        [sys.executable, str(HERE / script)],
         capture_output=True,
         text=True,
         check=True,
-        timeout=300,
+        timeout=600,
     )
-    bench.meta["breaker"] = done.stdout.strip()
+    bench.meta[key] = done.stdout.strip()
+
+
+def workflow_markdown(bench: Bench) -> list[str]:
+    """The workflow interaction section (bench/workflow_roundtrips.py's table)."""
+    text = bench.meta.get("workflow")
+    if not text:
+        return []
+    title, _, table_text = text.partition("\n")
+    return [
+        "## workflow: the Prefect API cost of signals and queries\n",
+        f"`bench/workflow_roundtrips.py`: {title}. One run hosted in the bench process; the "
+        "caller's requests are counted on Prefect's HTTP client, by thread.\n",
+        table_text + "\n",
+        "A signal is one flow-run input written by the caller (plus finding the run); "
+        "the run's watcher reads state and inputs once per poll, so delivery takes about "
+        "half a poll interval on average. A custom query is two round trips through "
+        "that watcher. `BELUGA_FLOWS_WORKFLOW_POLL` trades latency for API load.\n",
+    ]
 
 
 def breaker_markdown(bench: Bench) -> list[str]:
@@ -463,7 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
     p = argparse.ArgumentParser(description="beluga_flows benchmark (see bench/README.md)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (< 3 min)")
-    p.add_argument("--only", choices=sorted(GROUPS), help="only the chain or graph workloads")
+    p.add_argument(
+        "--only", choices=sorted(GROUPS), help="only the chain, graph or workflow benchmarks"
+    )
     p.add_argument("--runners", default=",".join(DISPLAY_ORDER), help="comma-separated subset")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     p.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="Markdown report")
@@ -484,7 +505,9 @@ def main(argv: list[str] | None = None) -> None:
             workloads &= set(GROUPS[args.only])
         measure_all(bench, set(args.runners.split(",")), workloads)
         if not args.only or args.only == "chain":
-            breaker_overhead(bench)
+            side_bench(bench, "breaker_overhead.py", "breaker")
+        if not args.only or args.only == "workflow":
+            side_bench(bench, "workflow_roundtrips.py", "workflow")
         finish(bench, started)
     finally:
         if bench.server is not None:
