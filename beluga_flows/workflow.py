@@ -34,15 +34,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from . import _execute
+from . import _execute, telemetry
 from ._durable import StepStatus
 from ._validate import config_error, identifier, non_negative_int
 from .decorators import Flow, flow
@@ -68,6 +69,13 @@ def _adapter() -> tuple[ModuleType, ModuleType, ModuleType]:
     from .engine import prefect_host, prefect_messages, prefect_runs
 
     return prefect_runs, prefect_messages, prefect_host
+
+
+@contextlib.asynccontextmanager
+async def _traced(op: str, workflow_id: str) -> AsyncIterator[None]:
+    """A ``workflow.<op>`` span (a no-op without a tracer provider)."""
+    with telemetry.span(f"workflow.{op}", **{"workflow.id": workflow_id}):
+        yield
 
 
 def _sync(factory: Callable[[], Awaitable[T]]) -> T:
@@ -110,7 +118,7 @@ class WorkflowClient:
         """Wait for the run's value; re-raise its ``OrchestratorError``; ``TIMEOUT``
         after ``timeout`` seconds (the run goes on). Cancelled → ``TASK_CANCELED``."""
         runs, _, _ = _adapter()
-        async with runs.client() as client:
+        async with _traced("get_result", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "get_result", workflow_id, run_id)
             fr = await runs.wait_final(client, fr.id, timeout)
             return await runs.outcome(fr)
@@ -134,7 +142,7 @@ class WorkflowClient:
             data = _approval_data(data)
         runs, messages, _ = _adapter()
         messages.encode("signal", data)
-        async with runs.client() as client:
+        async with _traced("signal", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "signal", workflow_id, run_id)
             runs.require_live("signal", fr)
             if name == "approval" and fr.state is not None and fr.state.is_paused():
@@ -165,7 +173,7 @@ class WorkflowClient:
         runs, messages, _ = _adapter()
         args_list = list(args)
         messages.encode("query", args_list)
-        async with runs.client() as client:
+        async with _traced("query", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "query", workflow_id, run_id)
             if query_type == "status":
                 return runs.state_name(fr)
@@ -200,7 +208,7 @@ class WorkflowClient:
         its compensations run in reverse, and it ends Cancelled. A run that has not
         started yet is cancelled at once. Finished → ``INVALID_STATE``."""
         runs, messages, _ = _adapter()
-        async with runs.client() as client:
+        async with _traced("cancel", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "cancel", workflow_id, run_id)
             runs.require_live("cancel", fr)
             if runs.not_started(fr) or runs.owner_dead(fr):
@@ -218,7 +226,7 @@ class WorkflowClient:
         """Immediate: the run ends Cancelled now with ``terminated: <reason>`` as its
         state message; no further step and no compensation runs."""
         runs, _, _ = _adapter()
-        async with runs.client() as client:
+        async with _traced("terminate", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "terminate", workflow_id, run_id)
             runs.require_live("terminate", fr)
             await runs.force_state(client, fr.id, runs.cancelled(f"terminated: {reason}"))
@@ -318,7 +326,8 @@ class Workflow(WorkflowClient):
         wid = workflow_id if workflow_id is not None else f"{self.name}-{uuid.uuid4().hex[:12]}"
         identifier("execute", wid)
         parameters = self._parameters(input)
-        return await self._start(wid, uuid.uuid4().hex, parameters, previous=None)
+        async with _traced("execute", wid):
+            return await self._start(wid, uuid.uuid4().hex, parameters, previous=None)
 
     def execute(self, input: Any = None, workflow_id: str | None = None) -> WorkflowHandle:
         """Sync :meth:`aexecute`."""
@@ -329,7 +338,7 @@ class Workflow(WorkflowClient):
         completed steps' results. A run whose owner process died is marked Crashed
         first; a live one → ``INVALID_STATE``, as is a completed or compensated one."""
         runs, _, _ = _adapter()
-        async with runs.client() as client:
+        async with _traced("resume", workflow_id), runs.client() as client:
             last = await runs.find_run(client, "resume", workflow_id, None)
             if runs.is_live(last) and runs.owner_dead(last):
                 await runs.mark_crashed(client, last)

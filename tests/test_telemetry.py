@@ -99,3 +99,33 @@ def test_failed_chain_records_an_error(spans: InMemorySpanExporter) -> None:
     assert len(invokes) == 3 and all(s.status.status_code is StatusCode.ERROR for s in invokes)
     steps = [s for s in spans.get_finished_spans() if s.name == "chain.step"]
     assert all(s.status.status_code is StatusCode.ERROR for s in steps)
+
+
+def test_workflow_spans_and_metrics(spans: InMemorySpanExporter, prefect_server: Any) -> None:
+    from tests.workflow_app import steps
+
+    handle = steps.execute({"ledger": "/dev/null", "n": 2})
+    assert steps.get_result(handle.workflow_id, handle.run_id, timeout=60) == 1
+
+    def named(name: str) -> list[Any]:
+        return [s for s in spans.get_finished_spans() if s.name == name]
+
+    [invoke] = named("workflow.invoke")
+    assert dict(invoke.attributes) == {
+        "workflow.name": "wf-ten-steps",
+        "workflow.id": handle.workflow_id,
+    }
+    for op in ("workflow.execute", "workflow.get_result"):
+        [sp] = named(op)
+        assert sp.attributes["workflow.id"] == handle.workflow_id
+    data = _READER.get_metrics_data()
+    executions = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == f"{PREFIX}.workflow.executions"
+        for p in m.data.data_points
+        if p.attributes.get("workflow.name") == "wf-ten-steps"
+    ]
+    assert sum(p.value for p in executions) >= 1

@@ -61,3 +61,32 @@ def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Pat
         assert before == [1] * step, (step, ran)  # completed steps never re-ran
         runs = [h.run_id for h in asyncio.run(steps.ahandles(wid))]
         assert len(runs) == 2 and steps.query(wid, runs[1], "status") == "crashed"
+
+
+EXITING = """
+import sys, time
+sys.path.insert(0, "tests")
+from workflow_app import lines, signals
+signals.execute({"ledger": sys.argv[2], "expect": 1}, workflow_id=sys.argv[1])
+while len(lines(sys.argv[2])) < 2:
+    time.sleep(0.05)
+"""  # …then the process exits normally, with its run still waiting for a signal
+
+
+def test_a_host_that_exits_marks_its_runs_crashed_and_resume_continues(tmp_path: Path) -> None:
+    from tests.workflow_app import signals
+
+    wid, ledger = f"exit-{os.urandom(4).hex()}", str(tmp_path / "ledger.txt")
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING, wid, ledger],
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert signals.query(wid, None, "status") == "crashed"
+    handle = signals.resume(wid)
+    signals.signal(wid, handle.run_id, "item", "late")
+    assert signals.get_result(wid, handle.run_id, timeout=60) == {"items": ["late"]}
+    assert lines(ledger) == ["do first", "do second", "do last"]  # nothing ran twice

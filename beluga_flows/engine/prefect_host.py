@@ -34,14 +34,14 @@ from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import FlowRunContext
 from prefect.flow_engine import run_flow_async
 from prefect.logging import get_logger
 from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
-from .. import _execute
+from .. import _execute, telemetry
 from .._durable import CURRENT, CancelRequested, LiveRun, Terminated
 from ..errors import ErrorCode, OrchestratorError
 from . import prefect_messages as messages
@@ -82,6 +82,8 @@ def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
 
 async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one workflow execution inside its flow run (see the module docstring)."""
+    from . import use_engine  # steps inside a workflow are Prefect task runs, always
+
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     fr = ctx.flow_run
@@ -94,10 +96,33 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     async with get_client() as client:
         await client.update_flow_run_labels(fr.id, runs.owner_labels())
     token = CURRENT.set(run)
+    host.runs[run.run_id] = run
+    attrs = {"workflow.id": run.workflow_id}
+    try:
+        with use_engine("prefect"):
+            async with telemetry.execution("workflow", flow.spec.name, attrs=attrs):
+                result = await _supervise(flow, run, args, kwargs)
+    finally:
+        CURRENT.reset(token)
+        host.runs.pop(run.run_id, None)
+    if isinstance(result, State):
+        return result
+    # A terminate that landed after the last step: keep its state, not Completed.
+    async with get_client() as client:
+        now = await client.read_flow_run(fr.id)
+    if now.state is not None and now.state.type == StateType.CANCELLED:
+        return Cancelled(message=now.state.message)
+    return result
+
+
+async def _supervise(
+    flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The body under its watcher: its value, or the Cancelled state it ends in."""
     body = asyncio.ensure_future(_attempts(flow, run, args, kwargs))
     watcher = asyncio.ensure_future(_watch(run, body))
     try:
-        result = await body
+        return await body
     except asyncio.CancelledError:
         if run.terminated is None:
             raise
@@ -115,13 +140,6 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         raise
     finally:
         watcher.cancel()
-        CURRENT.reset(token)
-    # A terminate that landed after the last step: keep its state, not Completed.
-    async with get_client() as client:
-        now = await client.read_flow_run(fr.id)
-    if now.state is not None and now.state.type == StateType.CANCELLED:
-        return Cancelled(message=now.state.message)
-    return result
 
 
 async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -230,14 +248,16 @@ async def _poll(client: PrefectClient, run: LiveRun, body: asyncio.Future[Any]) 
 class Host:
     """The in-process mode: workflow flow runs on one background event loop.
 
-    Runs hosted here die with the process; :meth:`crash_all` (at exit) records
-    them Crashed so ``resume`` can continue them.
+    Runs hosted here die with the process: at exit, :meth:`crash_all` stops them
+    (no further step, no compensation) and records them Crashed, so ``resume`` can
+    continue them.
     """
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self.live: dict[str, concurrent.futures.Future[Any]] = {}
+        self.runs: dict[str, LiveRun] = {}  # the live side of each run hosted here
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -247,7 +267,10 @@ class Host:
                     target=loop.run_forever, name="beluga-workflows", daemon=True
                 ).start()
                 self._loop = loop
-                atexit.register(self.crash_all)
+                # Before the interpreter joins worker threads (a sync workflow blocked
+                # in wait_for_signal is one), which threading's own atexit hooks do.
+                register = getattr(threading, "_register_atexit", atexit.register)
+                register(self.crash_all)
             return self._loop
 
     def start(
@@ -267,10 +290,15 @@ class Host:
     def crash_all(self) -> None:
         """Mark runs still hosted here Crashed (the process is going away)."""
         pending = list(self.live)
-        if not pending:
+        if not pending or self._loop is None:
             return
         from uuid import UUID
 
+        for run_id in pending:
+            run = self.runs.get(run_id)
+            if run is not None:
+                self._loop.call_soon_threadsafe(run.request_terminate, "host process exited")
+        concurrent.futures.wait([f for r in pending if (f := self.live.get(r))], timeout=5)
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
             for run_id in pending:
                 client.set_flow_run_state(
