@@ -42,13 +42,18 @@ def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Pat
         workers.append((wid, ledger, step, proc))
 
     deadline = time.monotonic() + 240
-    for wid, ledger, step, proc in workers:
-        while f"start {step}" not in lines(ledger):
-            assert proc.poll() is None, f"worker {wid} ended before step {step}"
-            assert time.monotonic() < deadline, f"worker {wid} never reached step {step}"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+    alive = list(workers)
+    while alive:  # kill each worker the moment its chosen step has started
+        for worker in list(alive):
+            wid, ledger, step, proc = worker
+            if f"start {step}" in lines(ledger):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                alive.remove(worker)
+            else:
+                assert proc.poll() is None, f"worker {wid} ended before step {step}"
+        assert time.monotonic() < deadline, f"workers never reached their steps: {alive}"
+        time.sleep(0.02)
 
     for wid, ledger, step, _ in workers:
         crashed = steps.query(wid, None, "status")

@@ -11,5 +11,5 @@ from workflow_app import steps
 
 if __name__ == "__main__":
     workflow_id, ledger = sys.argv[1], sys.argv[2]
-    steps.execute({"ledger": ledger, "delay": 0.2}, workflow_id=workflow_id)
+    steps.execute({"ledger": ledger, "delay": 0.5}, workflow_id=workflow_id)
     print(steps.get_result(workflow_id, timeout=300))
