@@ -107,6 +107,9 @@ def test_signal_and_query_errors_carry_their_codes(ledger: str) -> None:
         with pytest.raises(OrchestratorError) as info:
             call()
         assert info.value.code is code, (info.value, code)
+    with pytest.raises(OrchestratorError) as waited:
+        signals.get_result(wid, timeout=0.3)  # it waits for a signal: the run goes on
+    assert waited.value.code is ErrorCode.TIMEOUT
     signals.signal(wid, None, "item", 1)
     signals.get_result(wid, timeout=60)
     with pytest.raises(OrchestratorError) as finished:

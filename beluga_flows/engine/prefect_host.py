@@ -175,7 +175,6 @@ async def _undo(fn: Any) -> Any:
     return await _execute.call(fn, (), {})
 
 
-@functools.cache
 def _undo_task(label: str) -> PrefectTask[..., Any]:
     return PrefectTask(
         fn=_undo, name="compensate", task_run_name=f"compensate-{label}", cache_policy=NO_CACHE
