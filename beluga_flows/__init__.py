@@ -28,7 +28,7 @@ from .memory import BufferMemory
 from .patterns import Router, scatter_gather
 from .retry import RetryPolicy
 from .runnable import Runnable
-from .workflow import StepStatus, Workflow, WorkflowClient, WorkflowHandle
+from .workflow import StepStatus, Workflow, WorkflowClient, WorkflowHandle, serve
 
 __version__ = "0.1.0"
 
@@ -70,6 +70,7 @@ __all__ = [
     "query_handler",
     "request_approval",
     "scatter_gather",
+    "serve",
     "step",
     "use_engine",
     "wait_for_signal",

@@ -111,12 +111,14 @@ def load_target(target: str) -> Any:
     path = Path(path_text).resolve()
     if not path.is_file():
         raise OrchestratorError("cli", f"no such file: {path_text}", ErrorCode.NOT_FOUND)
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.stem] = module
-    sys.path.insert(0, str(path.parent))
-    spec.loader.exec_module(module)
+    module = sys.modules.get(path.stem)
+    if module is None or getattr(module, "__file__", None) != str(path):  # load once
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        sys.path.insert(0, str(path.parent))
+        spec.loader.exec_module(module)
     if not hasattr(module, name):
         raise OrchestratorError("cli", f"{path_text} defines no {name!r}", ErrorCode.NOT_FOUND)
     return getattr(module, name)

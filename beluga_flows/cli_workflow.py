@@ -81,9 +81,12 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    wf = _workflow(args.target)
-    print(f"Serving {wf.name}/{wf.task_queue} (Ctrl-C stops)", flush=True)
-    wf.serve(limit=args.limit)
+    from .workflow import serve
+
+    served = [_workflow(target) for target in args.targets]
+    names = ", ".join(f"{wf.name}/{wf.task_queue}" for wf in served)
+    print(f"Serving {names} (Ctrl-C stops)", flush=True)
+    serve(*served, limit=args.limit)
     return 0
 
 
@@ -149,7 +152,7 @@ def register(sub: Any) -> None:
     resume.add_argument("target", help="FILE:NAME of the bf.Workflow")
     resume.add_argument("workflow_id")
     resume.set_defaults(func=_resume)
-    serve = cmds.add_parser("serve", help="serve the workflow's deployment here")
-    serve.add_argument("target", help="FILE:NAME of the bf.Workflow")
+    serve = cmds.add_parser("serve", help="serve workflows' deployments from this process")
+    serve.add_argument("targets", nargs="+", metavar="FILE:NAME", help="bf.Workflow objects")
     serve.add_argument("--limit", type=int, default=None, help="max concurrent runs")
     serve.set_defaults(func=_serve)

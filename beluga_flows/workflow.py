@@ -50,7 +50,7 @@ from .decorators import Flow, flow
 from .errors import ErrorCode, OrchestratorError
 from .inside import BUILTIN_QUERIES
 
-__all__ = ["StepStatus", "Workflow", "WorkflowClient", "WorkflowHandle"]
+__all__ = ["StepStatus", "Workflow", "WorkflowClient", "WorkflowHandle", "serve"]
 
 T = TypeVar("T")
 MODES = ("auto", "served", "in_process")
@@ -381,9 +381,9 @@ class Workflow(WorkflowClient):
 
     def serve(self, *, limit: int | None = None) -> None:
         """Serve this workflow's deployment ``<name>/<task_queue>`` until interrupted:
-        ``execute`` from any process then runs here (a subprocess per run)."""
-        _, _, host = _adapter()
-        host.serve(self, self._entrypoint(), limit=limit)
+        ``execute`` from any process then runs here (a subprocess per run). To serve
+        several workflows in one process, use :func:`serve`."""
+        serve(self, limit=limit)
 
     def _entrypoint(self) -> str:
         module = sys.modules.get(self.flow.fn.__module__)
@@ -397,3 +397,17 @@ class Workflow(WorkflowClient):
 
     def __repr__(self) -> str:
         return f"<workflow {self.name!r} queue={self.task_queue!r} mode={self.mode!r}>"
+
+
+def serve(*workflows: Workflow, limit: int | None = None) -> None:
+    """Serve the deployments of several workflows from one process (one Prefect
+    runner), until interrupted. ``limit`` bounds the runs executing at once.
+
+    Example::
+
+        bf.serve(orders, refunds, limit=20)
+    """
+    if not workflows or not all(isinstance(w, Workflow) for w in workflows):
+        raise config_error("serve", f"expected bf.Workflow objects, got {workflows!r}")
+    _, _, host = _adapter()
+    host.serve([(w, w._entrypoint()) for w in workflows], limit=limit)

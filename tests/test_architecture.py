@@ -56,6 +56,7 @@ EXPORTED = [
     "query_handler",
     "request_approval",
     "scatter_gather",
+    "serve",
     "step",
     "use_engine",
     "wait_for_signal",

@@ -22,20 +22,21 @@ from prefect.exceptions import ObjectNotFound
 
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
-from tests.workflow_app import lines, served
+from tests.workflow_app import lines, served, served_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _deployment_ready() -> bool:
-    async def read() -> Any:
+    async def read(name: str) -> Any:
         async with get_client() as client:
             try:
-                return await client.read_deployment_by_name("wf-served/default")
+                return await client.read_deployment_by_name(name)
             except ObjectNotFound:
                 return None
 
-    return asyncio.run(read()) is not None
+    names = ("wf-served/default", "wf-served-steps/default")
+    return all(asyncio.run(read(name)) is not None for name in names)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,8 @@ def worker(prefect_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                "-c",
-                "import sys; sys.path.insert(0, 'tests'); import workflow_app; "
-                "workflow_app.served.serve()",
+                *(sys.executable, "-m", "beluga_flows.cli", "workflow", "serve"),
+                *("tests/workflow_app.py:served", "tests/workflow_app.py:served_steps"),
             ],
             cwd=ROOT,
             env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
@@ -132,3 +131,21 @@ def test_a_served_run_terminates_at_once(worker: int, tmp_path: Path) -> None:
     run = _run(handle.run_id)
     assert run.state.type.value == "CANCELLED" and run.state.message.endswith("operator said so")
     assert lines(ledger) == ["do first", "do second"]
+
+
+def test_a_failed_served_run_resumes_in_the_worker_from_stored_steps(
+    worker: int, tmp_path: Path
+) -> None:
+    ledger = str(tmp_path / "ledger.txt")
+    Path(ledger + ".broken").touch()  # step 5 fails once
+    wid = f"served-{uuid.uuid4().hex[:8]}"
+    first = served_steps.execute({"ledger": ledger}, workflow_id=wid)
+    with pytest.raises(OrchestratorError) as failed:
+        served_steps.get_result(wid, first.run_id, timeout=120)
+    assert failed.value.code is ErrorCode.EXECUTION_FAILED
+    second = served_steps.resume(wid)
+    assert served_steps.get_result(wid, second.run_id, timeout=120) == 285
+    ran = lines(ledger)
+    assert [ran.count(f"done {i}") for i in range(10)] == [1] * 10
+    assert [ran.count(f"start {i}") for i in range(10)] == [1] * 5 + [2] + [1] * 4
+    assert _run(second.run_id).deployment_id is not None

@@ -96,3 +96,4 @@ retried = bf.Workflow(ten_steps, name="wf-retried", retries=1, mode="in_process"
 signals = bf.Workflow(signalled, name="wf-signals", mode="in_process")
 approvals = bf.Workflow(approval, name="wf-approval", mode="in_process")
 served = bf.Workflow(signalled, name="wf-served", mode="served")
+served_steps = bf.Workflow(ten_steps, name="wf-served-steps", mode="served")

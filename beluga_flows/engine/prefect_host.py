@@ -87,11 +87,11 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     fr = ctx.flow_run
-    labels = fr.labels or {}
+    identity = (fr.context or {}).get("beluga", {})
     run = LiveRun(
-        workflow_id=str(labels.get("beluga.workflow_id", fr.name)),
+        workflow_id=str(identity.get("workflow_id", fr.name)),
         run_id=str(fr.id),
-        execution=str(labels.get("beluga.execution", fr.id)),
+        execution=str(identity.get("execution", fr.id)),
     )
     async with get_client() as client:
         await client.update_flow_run_labels(fr.id, runs.owner_labels())
@@ -308,15 +308,19 @@ class Host:
 host = Host()
 
 
-def serve(workflow: Any, entrypoint: str, *, limit: int | None) -> None:
-    """Serve ``workflow``'s deployment ``<name>/<task_queue>`` (blocks until Ctrl-C)."""
+def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
+    """Serve each ``(workflow, entrypoint)``'s deployment ``<name>/<task_queue>`` in
+    one Prefect runner (blocks until Ctrl-C)."""
     from prefect import serve as prefect_serve
     from prefect.deployments.runner import RunnerDeployment
 
-    deployment = RunnerDeployment.from_entrypoint(
-        entrypoint,
-        name=workflow.task_queue,
-        tags=[runs.TAG],
-        description=workflow.flow.spec.description,
-    )
-    prefect_serve(deployment, limit=limit, print_starting_message=False)
+    deployments = [
+        RunnerDeployment.from_entrypoint(
+            entrypoint,
+            name=workflow.task_queue,
+            tags=[runs.TAG],
+            description=workflow.flow.spec.description,
+        )
+        for workflow, entrypoint in served
+    ]
+    prefect_serve(*deployments, limit=limit, print_starting_message=False)

@@ -1,17 +1,15 @@
-"""Workflow runs on Prefect, seen from the client: create, find, signal, query,
-cancel, terminate, wait and resume. Part of the Prefect adapter (the seam).
+"""Workflow runs on Prefect, seen from the client: create, find, read, end, wait
+and tell whether a run's owner is alive. Part of the Prefect adapter (the seam);
+messages to a live run are in :mod:`.prefect_messages`.
 
 Every operation is a few Prefect API calls on the flow run, so it works from any
 process: the one hosting the run, a CLI, another service.
 
-* A workflow run is a flow run tagged ``beluga:workflow`` and ``workflow:<id>``,
-  named after the workflow id, with labels ``beluga.workflow_id`` and
-  ``beluga.execution`` (the lineage that shares step results across resumes) and,
-  once it runs, ``beluga.host`` / ``beluga.pid`` (its owner, so a dead run can be
-  told from a live one).
-* Messages to a live run are flow-run inputs (Prefect's ``send_input`` storage):
-  ``beluga-signal-…``, ``beluga-query-…``, ``beluga-control-…``; keys sort by send
-  time, so signals arrive in order. Query answers come back as ``bfreply-<id>``.
+A workflow run is a flow run tagged ``beluga:workflow`` and ``workflow:<id>``, named
+after the workflow id, with labels ``beluga.workflow_id`` and ``beluga.execution``
+(the lineage that shares step results across resumes) and, once it runs,
+``beluga.host`` / ``beluga.pid`` / ``beluga.pid_start`` (its owner, so a dead run
+can be told from a live one).
 """
 
 from __future__ import annotations
@@ -37,10 +35,22 @@ from ..errors import ErrorCode, OrchestratorError
 
 __all__ = [
     "LIVE",
+    "POLL",
+    "check_resumable",
+    "create_run",
+    "deployment_id",
     "find_run",
+    "force_state",
+    "is_live",
+    "mark_crashed",
+    "outcome",
     "owner_dead",
     "owner_labels",
+    "require_live",
     "runs_of",
+    "state_name",
+    "step_statuses",
+    "wait_final",
     "workflow_tags",
 ]
 
@@ -210,9 +220,12 @@ async def create_run(
         **labels,
     }
     tags = workflow_tags(workflow_id)
+    # The run reads its identity from its context: a runner may pick a deployment's
+    # run up before the labels below are written.
+    context = {"beluga": {"workflow_id": workflow_id, "execution": execution}}
     if deployment_id is not None:
         run = await client.create_flow_run_from_deployment(
-            deployment_id, parameters=parameters, name=workflow_id, tags=tags
+            deployment_id, parameters=parameters, name=workflow_id, tags=tags, context=context
         )
         await client.update_flow_run_labels(run.id, all_labels)
     else:
@@ -221,6 +234,7 @@ async def create_run(
             flow_id=flow_id,
             name=workflow_id,
             parameters=parameters,
+            context=context,
             tags=tags,
             labels=all_labels,
             state=to_state_create(Pending()),
