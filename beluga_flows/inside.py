@@ -15,7 +15,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from .errors import ErrorCode, OrchestratorError
 __all__ = [
     "BUILTIN_QUERIES",
     "Approval",
+    "approval_data",
     "compensate",
     "query_handler",
     "request_approval",
@@ -126,3 +127,20 @@ def compensate(undo: Callable[[], Any]) -> None:
         )
     run = current("compensate")
     run.compensations.append((run.last_step or "workflow", undo))
+
+
+def approval_data(data: Any) -> dict[str, Any]:
+    """An ``"approval"`` signal's data, checked (``INVALID_INPUT`` when malformed)."""
+    ok = isinstance(data, Mapping) and isinstance(data.get("approved"), bool)
+    extra = set(data) - {"approved", "reviewer", "comment"} if isinstance(data, Mapping) else set()
+    texts = ok and all(
+        data.get(k) is None or isinstance(data.get(k), str) for k in ("reviewer", "comment")
+    )
+    if not ok or extra or not texts:
+        raise OrchestratorError(
+            "signal",
+            'an "approval" signal carries {"approved": bool, "reviewer": str, "comment": str}, '
+            f"got {data!r}",
+            ErrorCode.INVALID_INPUT,
+        )
+    return dict(data)

@@ -48,7 +48,7 @@ from ._durable import StepStatus
 from ._validate import config_error, identifier, non_negative_int
 from .decorators import Flow, flow
 from .errors import ErrorCode, OrchestratorError
-from .inside import BUILTIN_QUERIES
+from .inside import BUILTIN_QUERIES, approval_data
 
 __all__ = ["StepStatus", "Workflow", "WorkflowClient", "WorkflowHandle", "serve"]
 
@@ -80,22 +80,6 @@ async def _traced(op: str, workflow_id: str) -> AsyncIterator[None]:
 
 def _sync(factory: Callable[[], Awaitable[T]]) -> T:
     return _execute.run_sync(factory)
-
-
-def _approval_data(data: Any) -> dict[str, Any]:
-    ok = isinstance(data, Mapping) and isinstance(data.get("approved"), bool)
-    extra = set(data) - {"approved", "reviewer", "comment"} if isinstance(data, Mapping) else set()
-    texts = ok and all(
-        data.get(k) is None or isinstance(data.get(k), str) for k in ("reviewer", "comment")
-    )
-    if not ok or extra or not texts:
-        raise OrchestratorError(
-            "signal",
-            'an "approval" signal carries {"approved": bool, "reviewer": str, "comment": str}, '
-            f"got {data!r}",
-            ErrorCode.INVALID_INPUT,
-        )
-    return dict(data)
 
 
 class WorkflowClient:
@@ -139,7 +123,7 @@ class WorkflowClient:
         also when the run is paused on it. Finished run → ``INVALID_STATE``."""
         identifier("signal", name, "signal name")
         if name == "approval":
-            data = _approval_data(data)
+            data = approval_data(data)
         runs, messages, _ = _adapter()
         messages.encode("signal", data)
         async with _traced("signal", workflow_id), runs.client() as client:
@@ -363,7 +347,7 @@ class Workflow(WorkflowClient):
         messages.encode("execute", parameters)
         pf = self.prefect_flow
         async with runs.client() as client:
-            deployment = await runs.deployment_id(client, self.name, self.task_queue, self.mode)
+            deployment = await host.deployment_id(client, self.name, self.task_queue, self.mode)
             fr = await runs.create_run(
                 client,
                 pf,

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import json
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from prefect import Flow as PrefectFlow
@@ -36,6 +37,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
 from prefect.logging import get_logger
 from prefect.states import Cancelled, Crashed
@@ -51,7 +53,7 @@ from .base import run_flow_body
 if TYPE_CHECKING:
     from ..decorators import Flow
 
-__all__ = ["Host", "host", "host_run", "serve", "workflow_flow"]
+__all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
 
@@ -324,3 +326,29 @@ def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
         for workflow, entrypoint in served
     ]
     prefect_serve(*deployments, limit=limit, print_starting_message=False)
+
+
+async def deployment_id(
+    client: PrefectClient, flow_name: str, queue: str, mode: str
+) -> uuid.UUID | None:
+    """The served deployment that runs this workflow, or ``None`` for in-process.
+
+    ``auto`` uses the deployment ``<flow>/<task_queue>`` when something serves it
+    (Prefect marks it READY while a runner or worker polls), ``served`` requires it,
+    ``in_process`` never looks.
+    """
+    if mode == "in_process":
+        return None
+    try:
+        deployment = await client.read_deployment_by_name(f"{flow_name}/{queue}")
+    except ObjectNotFound:
+        if mode == "served":
+            raise OrchestratorError(
+                "execute",
+                f"no deployment {flow_name}/{queue}: start a worker with wf.serve()",
+                ErrorCode.NOT_FOUND,
+            ) from None
+        return None
+    if mode == "auto" and str(getattr(deployment.status, "value", deployment.status)) != "READY":
+        return None
+    return deployment.id

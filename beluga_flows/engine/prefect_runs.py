@@ -38,7 +38,6 @@ __all__ = [
     "POLL",
     "check_resumable",
     "create_run",
-    "deployment_id",
     "find_run",
     "force_state",
     "is_live",
@@ -383,29 +382,3 @@ async def step_statuses(client: PrefectClient, run: FlowRun) -> dict[str, StepSt
         else:
             statuses[tr.name] = _STEP_STATES.get(state.type, StepStatus.PENDING)
     return statuses
-
-
-async def deployment_id(
-    client: PrefectClient, flow_name: str, queue: str, mode: str
-) -> uuid.UUID | None:
-    """The served deployment that runs this workflow, or ``None`` for in-process.
-
-    ``auto`` uses the deployment ``<flow>/<task_queue>`` when something serves it
-    (Prefect marks it READY while a runner or worker polls), ``served`` requires it,
-    ``in_process`` never looks.
-    """
-    if mode == "in_process":
-        return None
-    try:
-        deployment = await client.read_deployment_by_name(f"{flow_name}/{queue}")
-    except ObjectNotFound:
-        if mode == "served":
-            raise OrchestratorError(
-                "execute",
-                f"no deployment {flow_name}/{queue}: start a worker with wf.serve()",
-                ErrorCode.NOT_FOUND,
-            ) from None
-        return None
-    if mode == "auto" and str(getattr(deployment.status, "value", deployment.status)) != "READY":
-        return None
-    return deployment.id
