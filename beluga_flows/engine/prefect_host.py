@@ -289,21 +289,25 @@ class Host:
         return fut
 
     def crash_all(self) -> None:
-        """Mark runs still hosted here Crashed (the process is going away)."""
-        pending = list(self.live)
-        if not pending or self._loop is None:
+        """Stop the runs still hosted here and mark them Crashed (the process is
+        going away). A run that already ended on the server (terminated, say) keeps
+        its state."""
+        if not self.live or self._loop is None:
             return
-        from uuid import UUID
-
-        for run_id in pending:
-            run = self.runs.get(run_id)
-            if run is not None:
-                self._loop.call_soon_threadsafe(run.request_terminate, "host process exited")
-        concurrent.futures.wait([f for r in pending if (f := self.live.get(r))], timeout=5)
         with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+            pending = [
+                run_id
+                for run_id in list(self.live)
+                if runs.is_live(client.read_flow_run(uuid.UUID(run_id)))
+            ]
+            for run_id in pending:
+                run = self.runs.get(run_id)
+                if run is not None:
+                    self._loop.call_soon_threadsafe(run.request_terminate, "host process exited")
+            concurrent.futures.wait([f for r in pending if (f := self.live.get(r))], timeout=5)
             for run_id in pending:
                 client.set_flow_run_state(
-                    UUID(run_id), Crashed(message="host process exited"), force=True
+                    uuid.UUID(run_id), Crashed(message="host process exited"), force=True
                 )
 
 
