@@ -281,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=DEFAULT_PORT)
     demo.add_argument("--out", default="out", help="where the example writes its report")
     demo.set_defaults(func=_cmd_demo)
-    from .cli_workflow import register
+    from . import cli_deploy, cli_workflow
 
-    register(sub)
+    cli_deploy.register(sub)
+    cli_workflow.register(sub)
     return parser
 
 
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``beluga-flows`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "workflow":
+        if args.command in ("workflow", "serve", "deploy", "list"):
             _connect_if_running()
         code: int = args.func(args)
     except OrchestratorError as err:

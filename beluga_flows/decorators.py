@@ -159,6 +159,11 @@ class Flow:
 
         return prefect_flow(self)
 
+    @property
+    def prefect_flow(self) -> Any:
+        """:meth:`to_prefect` as an attribute: what a deployment's entrypoint names."""
+        return self.to_prefect()
+
     def __repr__(self) -> str:
         return f"<flow {self.name!r}>"
 

@@ -176,6 +176,9 @@ def build(max_rounds: int = 3) -> bf.Graph:
     return g
 
 
+research_graph = build()  # `beluga-flows graph draw flows/research_assistant.py:research_graph`
+
+
 @bf.flow(name="research-assistant", timeout=300)
 async def research(
     question: str = "How should I handle a flaky API that sometimes hangs?",

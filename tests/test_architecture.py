@@ -11,6 +11,8 @@ import beluga_flows as bf
 PACKAGE = Path(bf.__file__).parent
 # The engine adapter is the seam; the CLI is an edge that may import Prefect lazily.
 ALLOWED_PREFECT_IMPORTERS = {
+    "deploy.py",
+    "cli_deploy.py",
     "engine/prefect.py",
     "engine/prefect_runs.py",
     "engine/prefect_host.py",

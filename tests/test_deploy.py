@@ -1,0 +1,197 @@
+"""Declarative deployments: validation, ``serve`` firing a schedule, ``deploy`` to a
+process work pool run by a real ``prefect worker``, ``list`` and ``graph draw`` —
+all through the real command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from beluga_flows import deploy
+from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.server import LocalServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "beluga_flows.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def until(check: Callable[[], Any], timeout: float = 120, what: str = "it") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture
+def env(prefect_server: LocalServer) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server.api_url,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def deployment(name: str) -> Any:
+    async def read() -> Any:
+        async with get_client() as client:
+            try:
+                return await client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                return None
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("entrypoint: flows/x.py:f\n", "name"),
+        ("name: a\nentrypoint: flows/x.py\n", "entrypoint"),
+        ("name: a\nentrypoint: x.py:f\nschedule: {cron: '* * * * *', interval: 5}\n", "schedule"),
+        ("name: a\nentrypoint: x.py:f\nschedule: {cron: 'every day'}\n", "schedule"),
+        ("name: a\nentrypoint: x.py:f\nschedule: {interval: 5, timezone: Mars/Base}\n", "schedule"),
+        ("name: a\nentrypoint: x.py:f\nschedule: {interval: -1}\n", "schedule.interval"),
+        ("name: a\nentrypoint: x.py:f\nconcurrency: 0\n", "concurrency"),
+        ("name: a\nentrypoint: x.py:f\nretries: 3\n", "retries"),
+        ("name: a\n  entrypoint: [\n", None),
+    ],
+)
+def test_bad_files_name_the_file_and_the_field(tmp_path: Path, text: str, field: str) -> None:
+    path = write(tmp_path, "bad.yaml", text)
+    with pytest.raises(OrchestratorError) as info:
+        deploy.load([str(path)])
+    assert info.value.code is ErrorCode.INVALID_CONFIG
+    assert str(path) in str(info.value)
+    if field is not None:
+        assert f": {field}" in str(info.value)
+
+
+def test_the_shipped_deployment_files_are_valid() -> None:
+    loaded = deploy.load(["deployments"])
+    assert {item.spec.name for item in loaded} == {"every-minute", "hourly"}
+
+
+def test_an_entrypoint_that_does_not_import_registers_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    good = f"good-{uuid.uuid4().hex[:6]}"
+    write(tmp_path, "a.yaml", f"name: {good}\nentrypoint: tests/deploy_app.py:tick\n")
+    write(tmp_path, "b.yaml", "name: bad\nentrypoint: tests/no_such_module.py:flow\n")
+    done = cli(env, "serve", str(tmp_path))
+    assert done.returncode == 2 and "no such file" in done.stderr, done.stderr
+    write(tmp_path, "b.yaml", "name: bad\nentrypoint: tests/deploy_app.py:broken\n")
+    done = cli(env, "serve", str(tmp_path))
+    assert done.returncode == 2 and "is not a flow" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert deployment(f"tick/{good}") is None  # nothing half-registered
+
+
+def test_serve_fires_an_interval_schedule(env: dict[str, str], tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks.txt"
+    name = f"every-2s-{uuid.uuid4().hex[:6]}"
+    path = write(
+        tmp_path,
+        "tick.yaml",
+        f"name: {name}\nentrypoint: tests/deploy_app.py:tick\n"
+        f"parameters: {{path: '{ticks}'}}\nschedule: {{interval: 2}}\ntags: [beluga:test]\n",
+    )
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beluga_flows.cli", "serve", str(path)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        until(
+            lambda: ticks.exists() and len(ticks.read_text().splitlines()) >= 2,
+            timeout=150,
+            what="two scheduled runs",
+        )
+        listed = cli(env, "list")
+        assert listed.returncode == 0 and f"tick/{name}" in listed.stdout
+        assert "every 2 s" in listed.stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_deploy_to_a_process_pool_and_a_worker_runs_it(env: dict[str, str], tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks.txt"
+    pool, name = f"pool-{uuid.uuid4().hex[:6]}", f"on-demand-{uuid.uuid4().hex[:6]}"
+    path = write(
+        tmp_path,
+        "tick.yaml",
+        f"name: {name}\nentrypoint: tests/deploy_app.py:tick\n"
+        f"parameters: {{path: '{ticks}'}}\nwork_pool: {pool}\n",
+    )
+    done = cli(env, "deploy", str(path))
+    assert done.returncode == 0, done.stderr
+    assert f"created process work pool {pool!r}" in done.stdout
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def run() -> Any:
+            from prefect.deployments import run_deployment
+
+            return await run_deployment(f"tick/{name}", timeout=150)
+
+        flow_run = asyncio.run(run())
+        assert flow_run.state.is_completed(), flow_run.state
+        assert len(ticks.read_text().splitlines()) == 1
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_graph_draw_prints_or_writes_mermaid(env: dict[str, str], tmp_path: Path) -> None:
+    done = cli(env, "graph", "draw", "flows/research_assistant.py:research_graph")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flowchart") or "graph" in done.stdout.splitlines()[0]
+    assert "search_titles" in done.stdout and "review" in done.stdout
+    out = tmp_path / "graph.mmd"
+    assert (
+        cli(env, "graph", "draw", "flows/research_assistant.py:build", "--out", str(out)).returncode
+        == 0
+    )
+    assert "search_bodies" in out.read_text()
+    wrong = cli(env, "graph", "draw", "flows/sales_report.py:sales_report")
+    assert wrong.returncode == 2 and "[invalid_input]" in wrong.stderr
