@@ -22,7 +22,14 @@ from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from .engine import Engine, LocalEngine, use_engine
 from .errors import ErrorCode, OrchestratorError, is_retryable
 from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
-from .inside import Approval, compensate, query_handler, request_approval, wait_for_signal
+from .inside import (
+    Approval,
+    compensate,
+    query_handler,
+    report_progress,
+    request_approval,
+    wait_for_signal,
+)
 from .limits import define_rate_limit
 from .memory import BufferMemory
 from .patterns import Router, scatter_gather
@@ -68,6 +75,7 @@ __all__ = [
     "flow",
     "is_retryable",
     "query_handler",
+    "report_progress",
     "request_approval",
     "scatter_gather",
     "serve",

@@ -82,6 +82,7 @@ class LiveRun:
     cancel_requested: bool = False
     terminated: str | None = None
     seen: set[str] = field(default_factory=set)  # message keys already taken in
+    progress_artifact: Any = None  # the run's progress artifact, once reported
     _signals: dict[str, collections.deque[Any]] = field(
         default_factory=lambda: collections.defaultdict(collections.deque)
     )

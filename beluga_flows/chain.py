@@ -203,6 +203,7 @@ class Chain(Runnable):
                 lambda v: self._body(engine, v, steps),
                 first,
                 description=self.description,
+                tags=("beluga:chain",),
             )
 
     async def ainvoke(self, input: Any, **opts: Any) -> Any:

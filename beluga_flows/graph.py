@@ -237,6 +237,7 @@ class CompiledGraph(Runnable):
                 lambda state: self._body(engine, state),
                 dict(input),
                 task_runner=self.task_runner,
+                tags=("beluga:graph",),
             )
             return result
 

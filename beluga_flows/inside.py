@@ -30,6 +30,7 @@ __all__ = [
     "approval_data",
     "compensate",
     "query_handler",
+    "report_progress",
     "request_approval",
     "wait_for_signal",
 ]
@@ -86,6 +87,27 @@ def request_approval(prompt: str, timeout: float | None = None) -> Any:
         return Approval(**data)
 
     return _dual("request_approval", ask)
+
+
+def report_progress(percent: float, description: str | None = None) -> Any:
+    """Show how far the run is (0-100) as a progress artifact in the Prefect UI.
+
+    Example::
+
+        bf.report_progress(50, "charged, waiting for approval")   # sync workflow
+        await bf.report_progress(100)                              # async workflow
+    """
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
+        raise OrchestratorError(
+            "report_progress", f"percent must be 0..100, got {percent!r}", ErrorCode.INVALID_INPUT
+        )
+
+    async def report() -> None:
+        from .engine.prefect_messages import report_progress as publish
+
+        await publish(current("report_progress"), float(percent), description)
+
+    return _dual("report_progress", report)
 
 
 def query_handler(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:

@@ -80,9 +80,11 @@ def process_order(
 
     hold = reserve_stock(order_id, sku, ledger)
     bf.compensate(lambda: release_stock(hold, ledger))
+    bf.report_progress(25, "stock reserved")
     stage["now"] = "charging"
     payment = charge_card(order_id, amount, ledger)
     bf.compensate(lambda: refund(payment, amount, ledger))
+    bf.report_progress(50, "card charged")
 
     reviewer = None
     if amount > APPROVAL_THRESHOLD:
@@ -99,6 +101,7 @@ def process_order(
         reviewer = decision.reviewer
     stage["now"] = "shipping"
     parcel = ship(order_id, hold, ledger)
+    bf.report_progress(100, "shipped")
     stage["now"] = "done"
     return {"order_id": order_id, "payment": payment, "parcel": parcel, "approved_by": reviewer}
 

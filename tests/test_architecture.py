@@ -56,6 +56,7 @@ EXPORTED = [
     "flow",
     "is_retryable",
     "query_handler",
+    "report_progress",
     "request_approval",
     "scatter_gather",
     "serve",

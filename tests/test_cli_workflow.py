@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from beluga_flows.server import LocalServer
+from tests.prefect_api import artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = "flows/order_workflow.py:orders"
@@ -90,6 +91,8 @@ def test_start_query_approve_and_read_the_result(env: dict[str, str], tmp_path: 
         "parcel": "parcel-7",
         "approved_by": "ana",
     }
+    progress_artifacts = [a for a in artifacts(handle["run_id"]) if a.type == "progress"]
+    assert [a.data for a in progress_artifacts] == [100.0]  # one artifact, updated in place
     steps = json.loads(cli(env, "query", wid, "steps").stdout)
     assert steps["reserve_stock"] == "completed" and steps["ship"] == "completed"
     assert events(ledger) == ["reserved", "charged", "shipped"]

@@ -33,7 +33,7 @@ def test_chain_outside_a_flow_is_one_flow_run_with_a_task_run_per_step() -> None
     name = unique("sum-chain")
     assert bf.Chain([load, total], name=name).invoke({"input": "x"}) == 6
     [run] = flow_runs(name)
-    assert run.state.is_completed()
+    assert run.state.is_completed() and "beluga:chain" in run.tags
     tasks = task_runs(run.id, expect=2)
     assert [t.name.rsplit("-", 1)[0] for t in tasks] == ["load", "total"]
     assert all(t.state.is_completed() for t in tasks)
@@ -149,7 +149,7 @@ def test_flow_tags_and_parameters_reach_the_api() -> None:
 
     assert tagged("mo") == "momo"
     [run] = flow_runs(flow_name)
-    assert {"nightly", "beluga"} <= set(run.tags)
+    assert {"nightly", "beluga", "beluga:flow"} <= set(run.tags)
     assert run.parameters == {"day": "mo", "n": 2}
 
 
@@ -164,7 +164,7 @@ def test_a_graph_is_one_flow_run_with_a_task_run_per_node_execution() -> None:
     )
     assert g.invoke({})["n"] == 3
     [run] = flow_runs(name)
-    assert run.state.is_completed()
+    assert run.state.is_completed() and "beluga:graph" in run.tags
     names = sorted(t.name for t in task_runs(run.id, expect=3))
     assert names == ["plan-1", "plan-2", "plan-3"]
     [artifact] = artifacts(run.id)

@@ -51,9 +51,11 @@ class Engine(Protocol):
         *,
         description: str | None = None,
         task_runner: Any = None,
+        tags: tuple[str, ...] = (),
     ) -> T:
         """``await body(input)`` inside a flow run named ``name``: the current one when
-        there is one, else a new one (whose steps go to ``task_runner`` if given)."""
+        there is one, else a new one tagged ``tags`` (whose steps go to ``task_runner``
+        if given)."""
 
     async def publish_markdown(self, key: str, markdown: str, description: str) -> None:
         """Attach a markdown document to the current run (the UI's Artifacts tab)."""

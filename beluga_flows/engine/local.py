@@ -67,6 +67,7 @@ class LocalEngine(Engine):
         *,
         description: str | None = None,
         task_runner: Any = None,
+        tags: tuple[str, ...] = (),
     ) -> T:
         return await body(input)
 

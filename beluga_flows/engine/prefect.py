@@ -296,11 +296,8 @@ class PrefectEngine(Engine):
                 return await task(*(quote(a) for a in args), **quoted)
 
     async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        pf = prefect_flow(flow)
-        if flow.spec.tags:
-            with prefect_tags(*flow.spec.tags):
-                return await pf(*args, **kwargs)
-        return await pf(*args, **kwargs)
+        with prefect_tags("beluga:flow", *flow.spec.tags):
+            return await prefect_flow(flow)(*args, **kwargs)
 
     async def in_flow(
         self,
@@ -310,6 +307,7 @@ class PrefectEngine(Engine):
         *,
         description: str | None = None,
         task_runner: Any = None,
+        tags: tuple[str, ...] = (),
     ) -> T:
         if task_runner is None and FlowRunContext.get() is not None:
             return await body(input)
@@ -320,9 +318,10 @@ class PrefectEngine(Engine):
             pf = pf.with_options(task_runner=task_runner)
         token, submit = _BODY.set(body), _SUBMIT.set(task_runner is not None)
         try:
-            result = pf(input=input)
-            assert inspect.isawaitable(result)
-            return await result  # type: ignore[no-any-return]
+            with prefect_tags(*tags):
+                result = pf(input=input)
+                assert inspect.isawaitable(result)
+                return await result  # type: ignore[no-any-return]
         finally:
             _BODY.reset(token)
             _SUBMIT.reset(submit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "copy_signals",
     "encode",
     "message_key",
+    "report_progress",
     "request_approval",
     "send",
 ]
@@ -207,3 +209,16 @@ def _decision(data: Any, timeout: float | None) -> dict[str, Any]:
             ErrorCode.TIMEOUT,
         )
     return dict(data)
+
+
+async def report_progress(run: LiveRun, percent: float, description: str | None) -> None:
+    """Create, then update, the run's progress artifact (the UI's Artifacts tab)."""
+    from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+
+    if run.progress_artifact is None:
+        slug = re.sub(r"[^a-z0-9-]+", "-", run.workflow_id.lower()).strip("-")
+        run.progress_artifact = await acreate_progress_artifact(
+            percent, key=f"progress-{slug}"[:100], description=description
+        )
+    else:
+        await aupdate_progress_artifact(run.progress_artifact, percent, description=description)
