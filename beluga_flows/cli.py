@@ -15,7 +15,6 @@ The local server keeps its state (SQLite) in ``$BELUGA_FLOWS_HOME`` (default
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import inspect
 import json
@@ -87,7 +86,8 @@ def _port_if_free(port: int) -> int:
     return port
 
 
-def _use_server(state: dict[str, Any]) -> None:
+def use_server(state: dict[str, Any]) -> None:
+    """Point this process's Prefect client at the home's server."""
     os.environ.update(prefect_env(home() / "client", PREFECT_API_URL=state["api_url"]))
 
 
@@ -96,7 +96,7 @@ def _connect_if_running() -> None:
         return
     state = running_server()
     if state is not None:
-        _use_server(state)
+        use_server(state)
     else:
         os.environ.update(prefect_env())
 
@@ -160,6 +160,9 @@ def _cmd_server(args: argparse.Namespace) -> int:
         if state is None:
             print("No beluga-flows server is running.")
             return 0
+        from .cli_demo import stop_serving
+
+        stop_serving()
         os.kill(int(state["pid"]), 15)
         _state_file().unlink(missing_ok=True)
         print(f"Stopped the server at {state['ui_url']}.")
@@ -186,81 +189,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
-    ("flows/resilient_fetch.py:resilient_fetch", {}),
-    ("flows/research_assistant.py:research", {}),
-)
-# The demo also runs flows/order_workflow.py:orders (see _demo_order).
-
-
-def _latest_run_url(ui_url: str, flow_name: str) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    async def latest() -> Any:
-        async with get_client() as client:
-            return await client.read_flow_runs(
-                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=1,
-            )
-
-    runs = asyncio.run(latest())
-    return f"{ui_url}/runs/flow-run/{runs[0].id}" if runs else f"{ui_url}/runs"
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    missing = [t for t, _ in DEMOS if not Path(t.partition(":")[0]).is_file()]
-    if missing:
-        raise OrchestratorError(
-            "cli",
-            f"run the demo from the project root ({missing[0]} not found)",
-            ErrorCode.NOT_FOUND,
-        )
-    state = ensure_server(args.port)
-    _use_server(state)
-    lines = []
-    for target, params in DEMOS:
-        obj = load_target(target)
-        print(f"\n== {target}")
-        if "out_dir" in inspect.signature(obj.fn).parameters:
-            params = {**params, "out_dir": args.out}
-        result = run_target(obj, params)
-        print(json.dumps(result, default=str, indent=2))
-        lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
-    order = _demo_order(args.out)
-    lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
-    print("\nSee the runs in the Prefect UI:")
-    print("\n".join(lines))
-    print(f"  all runs           {state['ui_url']}/runs")
-    print("The server keeps running in the background; stop it with: beluga-flows server --stop")
-    return 0
+    from .cli_demo import demo
 
-
-def _demo_order(out: str) -> Any:
-    """Run the order workflow above its approval threshold and approve it by signal."""
-    import time
-
-    orders = load_target("flows/order_workflow.py:orders")
-    workflow_id = f"order-demo-{int(time.time())}"
-    print("\n== flows/order_workflow.py:orders (a durable workflow)")
-    handle = orders.execute(
-        {"order_id": 7, "amount": 740.0, "ledger": f"{out}/order_ledger.jsonl"},
-        workflow_id=workflow_id,
-    )
-    print(f"started: workflow_id={handle.workflow_id} run_id={handle.run_id}")
-    deadline = time.monotonic() + 120
-    while orders.query(workflow_id, handle.run_id, "status") != "paused":
-        if time.monotonic() > deadline:
-            raise OrchestratorError("demo", "the order never asked for approval", ErrorCode.TIMEOUT)
-        time.sleep(0.2)
-    stage = orders.query(workflow_id, handle.run_id, "progress")
-    print(f"paused for approval ({stage}); approving it with an 'approval' signal")
-    orders.signal(workflow_id, handle.run_id, "approval", {"approved": True, "reviewer": "demo"})
-    print(json.dumps(orders.get_result(workflow_id, handle.run_id, timeout=120), indent=2))
-    return handle
+    return demo(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ PACKAGE = Path(bf.__file__).parent
 ALLOWED_PREFECT_IMPORTERS = {
     "deploy.py",
     "cli_deploy.py",
+    "cli_demo.py",
     "engine/prefect.py",
     "engine/prefect_runs.py",
     "engine/prefect_host.py",
