@@ -112,6 +112,9 @@ class LocalServer:
         server = cls(host=host, port=port or free_port(host), home=home)
         child_env = {**os.environ, **(env or {}), **prefect_env(home)}
         child_env.pop("PREFECT_API_URL", None)
+        # The UI asks this URL for its data; Prefect derives it from its own default
+        # port (4200), not from --port, so a UI on any other port would be blank.
+        child_env["PREFECT_UI_API_URL"] = server.api_url
         out = open(log or home / "server.log", "ab")  # noqa: SIM115 - owned by the child
         server.process = subprocess.Popen(
             [
