@@ -23,6 +23,7 @@ import collections
 import contextlib
 import contextvars
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -31,6 +32,7 @@ from typing import Any
 from .errors import ErrorCode, OrchestratorError
 
 __all__ = [
+    "ATTEMPT",
     "CURRENT",
     "CancelRequested",
     "Control",
@@ -83,21 +85,32 @@ class LiveRun:
     terminated: str | None = None
     seen: set[str] = field(default_factory=set)  # message keys already taken in
     progress_artifact: Any = None  # the run's progress artifact, once reported
-    _signals: dict[str, collections.deque[Any]] = field(
-        default_factory=lambda: collections.defaultdict(collections.deque)
-    )
+    started: float = field(default_factory=time.monotonic)
+    attempt: int = 0  # bumped per attempt and before compensating: older bodies are stale
+    # Every signal received, per name, and how far this attempt has read: a retry
+    # replays the same signals in the same order.
+    _signals: dict[str, list[Any]] = field(default_factory=lambda: collections.defaultdict(list))
+    _read: collections.Counter[str] = field(default_factory=collections.Counter)
     _labels: collections.Counter[str] = field(default_factory=collections.Counter)
     _occurrences: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ------------------------------------------------------------ durability
 
-    def begin_attempt(self) -> None:
-        """A fresh attempt replays from the start: same keys, same order."""
+    def begin_attempt(self) -> int:
+        """A fresh attempt replays from the start: same keys, same signals, same order.
+        Returns the attempt's generation (see :data:`ATTEMPT`)."""
         self.compensations.clear()
         self._labels.clear()
         self._occurrences.clear()
+        self._read.clear()
         self.last_step = None
+        return self.retire()
+
+    def retire(self) -> int:
+        """Make the running body stale: its next step boundary raises ``Terminated``."""
+        self.attempt += 1
+        return self.attempt
 
     def step_identity(self, name: str, input_hash: str | None) -> tuple[str, str | None]:
         """``(label, durable key)`` of the next call of step ``name`` with this input.
@@ -116,9 +129,12 @@ class LiveRun:
         return label, "beluga-" + hashlib.sha256(raw.encode()).hexdigest()
 
     def checkpoint(self) -> None:
-        """A step boundary: raise the pending cancel or terminate, if any."""
+        """A step boundary: raise the pending cancel or terminate, if any (and stop a
+        body whose attempt was given up, e.g. a sync body past its timeout)."""
         if self.terminated is not None:
             raise Terminated(self.terminated)
+        if ATTEMPT.get() not in (None, self.attempt):
+            raise Terminated("attempt abandoned")
         if self.cancel_requested:
             raise CancelRequested()
 
@@ -142,10 +158,12 @@ class LiveRun:
     # ------------------------------------------------------------ from inside
 
     def take_signal(self, name: str) -> tuple[bool, Any]:
-        """``(True, data)`` for the oldest pending signal ``name``, else ``(False, None)``."""
-        queue = self._signals.get(name)
-        if queue:
-            return True, queue.popleft()
+        """``(True, data)`` for the oldest signal ``name`` this attempt has not read,
+        else ``(False, None)``."""
+        received = self._signals.get(name, [])
+        if self._read[name] < len(received):
+            self._read[name] += 1
+            return True, received[self._read[name] - 1]
         return False, None
 
     async def next_signal(self, name: str, timeout: float | None) -> Any:
@@ -171,6 +189,10 @@ class LiveRun:
 
 CURRENT: contextvars.ContextVar[LiveRun | None] = contextvars.ContextVar(
     "beluga_workflow_run", default=None
+)
+# The attempt a body belongs to (sync bodies carry it into their worker thread).
+ATTEMPT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "beluga_workflow_attempt", default=None
 )
 
 

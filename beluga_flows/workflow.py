@@ -160,7 +160,9 @@ class WorkflowClient:
         async with _traced("query", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "query", workflow_id, run_id)
             if query_type == "status":
-                return runs.state_name(fr)
+                return (
+                    "crashed" if runs.is_live(fr) and runs.owner_dead(fr) else runs.state_name(fr)
+                )
             if query_type == "result":
                 return None if runs.is_live(fr) else await runs.outcome(fr)
             if query_type == "steps":
@@ -195,10 +197,9 @@ class WorkflowClient:
         async with _traced("cancel", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "cancel", workflow_id, run_id)
             runs.require_live("cancel", fr)
-            if runs.not_started(fr) or runs.owner_dead(fr):
+            await messages.send(client, fr, "control", {"op": "cancel"})
+            if runs.not_started(fr) or runs.owner_dead(fr):  # nobody to act on the message
                 await runs.force_state(client, fr.id, runs.cancelled("cancelled before it ran"))
-            else:
-                await messages.send(client, fr, "control", {"op": "cancel"})
 
     def cancel(self, workflow_id: str, run_id: str | None = None) -> None:
         """Sync :meth:`acancel`."""
@@ -209,10 +210,13 @@ class WorkflowClient:
     ) -> None:
         """Immediate: the run ends Cancelled now with ``terminated: <reason>`` as its
         state message; no further step and no compensation runs."""
-        runs, _, _ = _adapter()
+        runs, messages, _ = _adapter()
         async with _traced("terminate", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "terminate", workflow_id, run_id)
             runs.require_live("terminate", fr)
+            # The message stops a run that starts later (Prefect lets a starting run
+            # leave Cancelled); the state stops a live one now, or a dead one for good.
+            await messages.send(client, fr, "control", {"op": "terminate", "reason": reason})
             await runs.force_state(client, fr.id, runs.cancelled(f"terminated: {reason}"))
 
     def terminate(
@@ -328,10 +332,10 @@ class Workflow(WorkflowClient):
                 await runs.mark_crashed(client, last)
                 last = await client.read_flow_run(last.id)
             runs.check_resumable(last)
-        labels = last.labels or {}
+        identity = (last.context or {}).get("beluga", {})
         return await self._start(
             workflow_id,
-            labels.get("beluga.execution", str(last.id)),
+            identity.get("execution") or (last.labels or {}).get("beluga.execution", str(last.id)),
             dict(last.parameters),
             previous=last,
         )
@@ -358,7 +362,11 @@ class Workflow(WorkflowClient):
                 labels={} if deployment is not None else runs.owner_labels(),
             )
             if previous is not None:
-                await messages.copy_signals(client, previous, fr)
+                try:
+                    await messages.copy_signals(client, previous, fr)
+                except BaseException:  # never leave a half-made run holding the id
+                    await runs.force_state(client, fr.id, runs.cancelled("resume failed"))
+                    raise
         if deployment is None:
             host.host.start(pf, fr, parameters)
         return WorkflowHandle(workflow_id, str(fr.id))

@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 import beluga_flows as bf
 from beluga_flows.engine import prefect_host
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from tests.workflow_app import approvals, lines, retried, signals, steps
+from tests.workflow_app import approvals, lines, replayed, retried, signals, steps, timed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -323,3 +323,36 @@ def test_bad_definitions_and_calls_outside_a_run_are_refused() -> None:
     with pytest.raises(OrchestratorError) as not_json:
         steps.execute({"ledger": object()})
     assert not_json.value.code is ErrorCode.INVALID_INPUT
+
+
+def test_cancel_or_terminate_sent_before_the_run_starts_wins(ledger: str) -> None:
+    for stop in ("cancel", "terminate"):
+        wid = new_id(stop)
+        handle = signals.execute({"ledger": ledger, "expect": 1}, workflow_id=wid)
+        getattr(signals, stop)(wid, handle.run_id)  # at once: the run is not up yet
+        with pytest.raises(OrchestratorError) as info:
+            signals.get_result(wid, handle.run_id, timeout=60)
+        assert info.value.code is ErrorCode.TASK_CANCELED
+        wait_until(lambda h=handle: hosted_here_finished(h.run_id))
+        assert read_run(handle.run_id).state.type.value == "CANCELLED"
+    assert lines(ledger) == []  # no step ran
+
+
+def test_a_retry_replays_the_signals_the_failed_attempt_took(ledger: str) -> None:
+    Path(ledger + ".broken").touch()
+    wid = new_id()
+    replayed.execute({"ledger": ledger}, workflow_id=wid)
+    replayed.signal(wid, None, "item", "only once")
+    assert replayed.get_result(wid, timeout=60) == "only once"
+    assert lines(ledger).count("start 5") == 2
+
+
+def test_a_sync_body_past_its_timeout_starts_no_further_step(ledger: str) -> None:
+    wid = new_id()
+    handle = timed.execute({"ledger": ledger, "delay": 0.4}, workflow_id=wid)
+    with pytest.raises(OrchestratorError) as info:
+        timed.get_result(wid, handle.run_id, timeout=60)
+    assert info.value.code is ErrorCode.TIMEOUT
+    started = len([x for x in lines(ledger) if x.startswith("start")])
+    time.sleep(1.5)  # the abandoned thread finishes the step it is in…
+    assert len([x for x in lines(ledger) if x.startswith("start")]) == started  # …no more

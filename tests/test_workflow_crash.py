@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,18 @@ from tests.workflow_app import lines, steps, ten_steps
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 WORKER = Path(__file__).with_name("workflow_crash_worker.py")
+
+
+def read_state(run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> str:
+        async with get_client() as client:
+            return str((await client.read_flow_run(uuid.UUID(run_id))).state.type.value)
+
+    return asyncio.run(read())
+
+
 KILLS = 5
 
 
@@ -56,8 +69,9 @@ def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Pat
         time.sleep(0.02)
 
     for wid, ledger, step, _ in workers:
-        crashed = steps.query(wid, None, "status")
-        assert crashed == "running"  # what Prefect shows after a hard crash
+        assert steps.query(wid, None, "status") == "crashed"  # its owner is gone…
+        [dead] = asyncio.run(steps.ahandles(wid))
+        assert read_state(dead.run_id) == "RUNNING"  # …though Prefect still says Running
         handle = steps.resume(wid)
         assert steps.get_result(wid, handle.run_id, timeout=120) == expected
         ran = lines(ledger)

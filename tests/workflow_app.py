@@ -91,8 +91,17 @@ async def approval(ledger: str, timeout: float = 60.0) -> str:
     return f"approved={decision.approved} by {decision.reviewer} ({decision.comment})"
 
 
+def signal_then_step(ledger: str) -> object:
+    """Wait for a signal, then a step that fails once: a retry replays the signal."""
+    got = bf.wait_for_signal("item", timeout=60)
+    work(5, ledger, 0.0)
+    return got
+
+
 steps = bf.Workflow(ten_steps, name="wf-ten-steps", mode="in_process")
 retried = bf.Workflow(ten_steps, name="wf-retried", retries=1, mode="in_process")
+replayed = bf.Workflow(signal_then_step, name="wf-replayed", retries=1, mode="in_process")
+timed = bf.Workflow(ten_steps, name="wf-timed", timeout=1.0, mode="in_process")
 signals = bf.Workflow(signalled, name="wf-signals", mode="in_process")
 approvals = bf.Workflow(approval, name="wf-approval", mode="in_process")
 served = bf.Workflow(signalled, name="wf-served", mode="served")

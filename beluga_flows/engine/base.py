@@ -8,6 +8,7 @@ policy logic they share lives here and in :mod:`beluga_flows._execute`, written 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import random
 from collections.abc import Awaitable, Callable
@@ -72,12 +73,23 @@ _MISS = object()
 
 
 def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """A stable digest of a call's arguments (``None`` when they do not pickle)."""
+    """A digest of a call's arguments that is the same in every process (``None``
+    when they neither serialise to JSON nor pickle). JSON comes first: a set pickles
+    in hash-seed order, which differs between processes."""
     try:
-        blob = pickle.dumps((args, sorted(kwargs.items())), protocol=5)
-    except Exception:
-        return None  # unpicklable inputs are never cached
+        blob = b"j" + json.dumps([args, kwargs], sort_keys=True, default=_sorted_set).encode()
+    except (TypeError, ValueError):
+        try:
+            blob = b"p" + pickle.dumps((args, sorted(kwargs.items())), protocol=5)
+        except Exception:
+            return None  # unpicklable inputs are never cached
     return hashlib.sha256(blob).hexdigest()
+
+
+def _sorted_set(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 async def run_inline(

@@ -28,7 +28,9 @@ import contextlib
 import functools
 import json
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prefect import Flow as PrefectFlow
@@ -44,7 +46,7 @@ from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
 from .. import _execute, telemetry
-from .._durable import CURRENT, CancelRequested, LiveRun, Terminated
+from .._durable import ATTEMPT, CURRENT, CancelRequested, LiveRun, Terminated
 from ..errors import ErrorCode, OrchestratorError
 from . import prefect_messages as messages
 from . import prefect_runs as runs
@@ -56,6 +58,9 @@ if TYPE_CHECKING:
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
+# A custom query for a name with no handler waits this long after the run starts
+# before it is answered INVALID_INPUT: the body may not have registered it yet.
+_HANDLER_GRACE = 3.0
 
 
 def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
@@ -121,6 +126,12 @@ async def _supervise(
     flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """The body under its watcher: its value, or the Cancelled state it ends in."""
+    async with get_client() as client:  # a cancel or terminate sent before it started
+        await _poll(client, run, lambda: None)
+    if run.terminated is not None:
+        return Cancelled(message=run.terminated)
+    if run.cancel_requested:
+        return Cancelled(message="cancelled before it started")
     body = asyncio.ensure_future(_attempts(flow, run, args, kwargs))
     watcher = asyncio.ensure_future(_watch(run, body))
     try:
@@ -147,13 +158,16 @@ async def _supervise(
 async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     attempt = 0
     while True:
-        run.begin_attempt()
+        token = ATTEMPT.set(run.begin_attempt())
         try:
             return await run_flow_body(flow, args, kwargs)
         except Exception:
+            run.retire()  # a sync body past its timeout runs on: stop it at its next step
             if attempt >= flow.spec.retries:
                 raise
             attempt += 1
+        finally:
+            ATTEMPT.reset(token)
             _log.info("workflow %s: attempt %d failed, replaying", run.workflow_id, attempt)
 
 
@@ -187,10 +201,9 @@ async def _compensate(run: LiveRun) -> list[str]:
     """Run the registered undos in reverse, each as a task run; report failures."""
     undos = list(reversed(run.compensations))
     run.compensations.clear()
+    run.retire()  # the body must not start another step while its effects are undone
     if not undos:
         return []
-    async with get_client() as client:
-        await client.update_flow_run_labels(run.run_id, {"beluga.compensated": "true"})  # type: ignore[arg-type]
     failures: list[str] = []
     token = CURRENT.set(None)  # undo steps are plain task runs, never replayed
     try:
@@ -202,6 +215,8 @@ async def _compensate(run: LiveRun) -> list[str]:
                 failures.append(f"{label}: {err}")
     finally:
         CURRENT.reset(token)
+    async with get_client() as client:  # after the undos: a crash midway stays resumable
+        await client.update_flow_run_labels(run.run_id, {"beluga.compensated": "true"})  # type: ignore[arg-type]
     return failures
 
 
@@ -212,7 +227,7 @@ async def _watch(run: LiveRun, body: asyncio.Future[Any]) -> None:
     async with get_client() as client:
         while not body.done():
             try:
-                await _poll(client, run, body)
+                await _poll(client, run, body.cancel)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # an API blip must not kill the run
@@ -220,24 +235,32 @@ async def _watch(run: LiveRun, body: asyncio.Future[Any]) -> None:
             await asyncio.sleep(runs.POLL)
 
 
-async def _poll(client: PrefectClient, run: LiveRun, body: asyncio.Future[Any]) -> None:
+async def _poll(client: PrefectClient, run: LiveRun, stop: Callable[[], Any]) -> None:
+    """One look at the run: its state, then its new messages, oldest first."""
     fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
     state = fr.state
     if state is not None and state.type == StateType.CANCELLED and run.terminated is None:
         run.request_terminate(state.message or "terminated")
-        body.cancel()
+        stop()
         return
     if state is not None and state.type == StateType.CANCELLING:
         run.request_cancel()
     inputs = await client.filter_flow_run_input(fr.id, "beluga-", 500, run.seen)
+    grace = run.started + _HANDLER_GRACE
     for item in sorted(inputs, key=lambda i: i.key):
         run.seen.add(item.key)
         message = json.loads(item.value)
         if item.key.startswith("beluga-signal-"):
             run.deliver(message["name"], message["data"])
+        elif item.key.startswith("beluga-control-") and message.get("op") == "terminate":
+            run.request_terminate(f"terminated: {message.get('reason', '')}")
+            stop()
         elif item.key.startswith("beluga-control-"):
             run.request_cancel()
         elif item.key.startswith("beluga-query-"):
+            if message["name"] not in run.queries and time.monotonic() < grace:
+                run.seen.discard(item.key)  # its handler may not be registered yet
+                continue
             reply = await messages.answer(run, message["name"], message.get("args", []))
             reply_key = "bfreply-" + item.key.removeprefix("beluga-query-")
             await client.create_flow_run_input(fr.id, reply_key, reply)

@@ -156,29 +156,32 @@ async def request_approval(run: LiveRun, prompt: str, timeout: float | None) -> 
         await form.asave(keyset, flow_run_id=run.run_id)  # type: ignore[arg-type]
         _log.info("workflow %s waits for approval: %s", run.workflow_id, prompt)
         try:
-            data = await _await_decision(client, run, keyset, timeout)
+            data, unrecorded = await _await_decision(client, run, keyset, timeout)
         finally:
             await _unpause(client, run)
-        await _record(client, run, data)
+        if unrecorded:
+            await _record(client, run, data)
     return _decision(data, timeout)
 
 
 async def _await_decision(
     client: PrefectClient, run: LiveRun, keyset: Any, timeout: float | None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """The decision, and whether it still needs recording (one from the signal queue
+    is recorded already)."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     while True:
         run.checkpoint()
         found, data = run.take_signal("approval")
         if found:
-            return dict(data)
+            return dict(data), False
         fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
         if fr.state is not None and fr.state.type == StateType.RUNNING:  # resumed with input
             answer = await ApprovalForm.aload(keyset, flow_run_id=fr.id)
-            return answer.model_dump(include={"approved", "reviewer", "comment"})
+            return answer.model_dump(include={"approved", "reviewer", "comment"}), True
         if deadline is not None and loop.time() >= deadline:
-            return dict(_TIMED_OUT)
+            return dict(_TIMED_OUT), True
         await asyncio.sleep(
             runs.POLL if deadline is None else min(runs.POLL, max(0.0, deadline - loop.time()))
         )

@@ -122,11 +122,11 @@ async def runs_of(client: PrefectClient, workflow_id: str) -> list[FlowRun]:
 
 async def find_run(client: PrefectClient, op: str, workflow_id: str, run_id: str | None) -> FlowRun:
     """The run ``run_id`` of ``workflow_id`` (its latest run when ``None``)."""
-    if run_id is None:
+    if run_id is None:  # the latest live run, else the latest run
         runs = await runs_of(client, workflow_id)
         if not runs:
             raise OrchestratorError(op, f"no workflow {workflow_id!r}", ErrorCode.NOT_FOUND)
-        return runs[0]
+        return next((r for r in runs if is_live(r)), runs[0])
     try:
         run = await client.read_flow_run(uuid.UUID(str(run_id)))
     except (ObjectNotFound, ValueError):
@@ -224,9 +224,13 @@ async def create_run(
     context = {"beluga": {"workflow_id": workflow_id, "execution": execution}}
     if deployment_id is not None:
         run = await client.create_flow_run_from_deployment(
-            deployment_id, parameters=parameters, name=workflow_id, tags=tags, context=context
+            deployment_id,
+            parameters=parameters,
+            name=workflow_id,
+            tags=tags,
+            context=context,
+            labels=all_labels,
         )
-        await client.update_flow_run_labels(run.id, all_labels)
     else:
         flow_id = await client.create_flow(flow)
         create = FlowRunCreate(
