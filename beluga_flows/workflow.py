@@ -14,17 +14,7 @@ Every step result is persisted under a key derived from (workflow id, execution,
 step, input, occurrence), so ``resume`` continues a crashed or failed run without
 running completed steps again.
 
-Example::
-
-    @bf.step
-    def charge(order_id: int) -> str: ...
-
-    def order_flow(order_id: int) -> str:
-        receipt = charge(order_id)
-        bf.compensate(lambda: refund(receipt))
-        if not bf.request_approval(f"ship order {order_id}?", timeout=3600).approved:
-            raise bf.OrchestratorError("order", "rejected", bf.ErrorCode.INVALID_STATE)
-        return receipt
+Example (the in-workflow helpers are in :mod:`beluga_flows.inside`)::
 
     orders = bf.Workflow(order_flow, name="orders")
     handle = orders.execute({"order_id": 7}, workflow_id="order-7")

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import beluga_flows as bf
+from beluga_flows.cli import load_target, run_target
 from beluga_flows.server import LocalServer
 from tests.prefect_api import flow_runs, task_runs
 
@@ -57,18 +56,11 @@ def test_the_ui_shows_the_flow_run_and_its_task_runs(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    @bf.step
-    def fetch_orders(day: dict[str, Any]) -> list[int]:
-        return [120, 80]
-
-    @bf.step
-    def total_revenue(amounts: list[int]) -> int:
-        return sum(amounts)
-
-    name = f"ui-check-{uuid.uuid4().hex[:6]}"
-    assert bf.Chain([fetch_orders, total_revenue], name=name).invoke({"day": "mon"}) == 200
-    [run] = flow_runs(name)
-    tasks = [t.name for t in task_runs(run.id, expect=2)]
+    # The demo's first example, as `make demo` runs it.
+    report = load_target("flows/sales_report.py:sales_report")
+    run_target(report, {"csv_path": "flows/data/sales.csv", "out_dir": str(tmp_path / "out")})
+    run = max(flow_runs("sales-report"), key=lambda r: r.created)  # the run just made
+    tasks = [t.name for t in task_runs(run.id, expect=3)]
 
     def page_text(driver: Any) -> str:
         return str(driver.find_element(By.TAG_NAME, "body").text)
@@ -82,7 +74,7 @@ def test_the_ui_shows_the_flow_run_and_its_task_runs(
     )
     tab.click()
     WebDriverWait(browser, 90).until(lambda d: all(t in page_text(d) for t in tasks))
-    assert "Completed" in page_text(browser)
+    assert "Completed" in page_text(browser) and "beluga:flow" in page_text(browser)
     shot = tmp_path / "flow-run.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     keep = os.environ.get("BELUGA_UI_SCREENSHOT")  # docs: where to keep a copy

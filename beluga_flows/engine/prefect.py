@@ -19,6 +19,7 @@ import contextvars
 import functools
 import inspect
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -143,6 +144,7 @@ def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
         description=spec.description,
         retries=spec.retries,
         task_runner=spec.task_runner,
+        flow_run_name=functools.partial(run_name, spec.name),
     )
     flow.__dict__["_prefect_flow"] = pf
     return pf
@@ -207,7 +209,18 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
     async def run(input: Any) -> Any:
         return await _run_body(input)
 
-    return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
+    return PrefectFlow(
+        fn=run,
+        name=name,
+        description=description,
+        validate_parameters=False,
+        flow_run_name=functools.partial(run_name, name),
+    )
+
+
+def run_name(name: str) -> str:
+    """A flow run's name in the UI: what ran and when (``sales-report-0912-4f2a``)."""
+    return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
 _ENSURED: set[str] = set()
