@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from typing import Any
 
 from .errors import ErrorCode, OrchestratorError
@@ -50,6 +52,36 @@ def _data(raw: str | None) -> Any:
         return raw  # a bare word is a string
 
 
+def _wait(
+    client: WorkflowClient, workflow_id: str, run_id: str | None, timeout: float | None
+) -> Any:
+    """``get_result``, with a live status line on a terminal while it waits."""
+    if not sys.stderr.isatty():
+        return client.get_result(workflow_id, run_id, timeout=timeout)
+    start = time.monotonic()
+    while True:
+        left = None if timeout is None else timeout - (time.monotonic() - start)
+        try:
+            value = client.get_result(
+                workflow_id, run_id, timeout=2.0 if left is None else min(2.0, left)
+            )
+        except OrchestratorError as err:
+            if err.code is not ErrorCode.TIMEOUT or (left is not None and left <= 2.0):
+                print(file=sys.stderr)
+                raise
+            status = client.query(workflow_id, run_id, "status")
+            elapsed = time.monotonic() - start
+            print(
+                f"\r{workflow_id}: {status} ({elapsed:.0f} s)   ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        print(file=sys.stderr)
+        return value
+
+
 def _host_or_return(wf: Workflow, handle: WorkflowHandle) -> int:
     """Print the handle; wait for the result when the run is hosted here."""
     from .engine.prefect_host import host
@@ -62,7 +94,7 @@ def _host_or_return(wf: Workflow, handle: WorkflowHandle) -> int:
         f"continue later with: beluga-flows workflow resume FILE:NAME {handle.workflow_id})",
         flush=True,
     )
-    _print(wf.get_result(handle.workflow_id, handle.run_id))
+    _print(_wait(wf, handle.workflow_id, handle.run_id, None))
     return 0
 
 
@@ -103,7 +135,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _result(args: argparse.Namespace) -> int:
-    _print(WorkflowClient().get_result(args.workflow_id, args.run, timeout=args.timeout))
+    _print(_wait(WorkflowClient(), args.workflow_id, args.run, args.timeout))
     return 0
 
 

@@ -128,3 +128,41 @@ def test_research_assistant_example_loops_then_writes(
     assert result["rounds"] == 2 and result["gaps"] == [] and result["findings"] >= 4
     report = (tmp_path / "research.md").read_text()
     assert "## timeouts" in report and "## retries" in report
+
+
+def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from beluga_flows.server import free_port
+
+    home, port = tmp_path / "home", free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["BELUGA_FLOWS_HOME"] = str(home)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "beluga_flows.cli", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    demo = run("demo", "--port", str(port), "--out", str(tmp_path / "out"))
+    try:
+        assert demo.returncode == 0, demo.stderr
+        for name in ("sales-report", "research-assistant", "orders", "deployments"):
+            assert f"  {name}" in demo.stdout
+        assert '"approved_by": "demo"' in demo.stdout  # the workflow, approved by signal
+        ui = f"http://127.0.0.1:{port}"
+        assert httpx.get(ui, timeout=10).status_code == 200
+        serving = int(json.loads((home / "serve.json").read_text())["pid"])
+        os.kill(serving, 0)  # the scheduled deployments are being served
+        listed = run("list")
+        assert "sales-report/every-minute" in listed.stdout and "every 60 s" in listed.stdout
+        again = run("server", "--port", str(port))
+        assert again.returncode == 0 and f"Prefect UI: {ui}" in again.stdout  # reused
+    finally:
+        stopped = run("server", "--stop")
+    assert stopped.returncode == 0 and "Stopped the server" in stopped.stdout
+    assert "Stopped serving" in stopped.stdout
+    assert not (home / "serve.json").exists() and not (home / "server.json").exists()
