@@ -20,12 +20,14 @@ import inspect
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from . import _execute
+from ._procs import alive
 from .errors import ErrorCode, OrchestratorError
 from .server import LocalServer, prefect_env
 
@@ -50,13 +52,28 @@ def _answering(api_url: str) -> bool:
         return False
 
 
-def running_server() -> dict[str, Any] | None:
-    """The local server recorded in the home, if it answers."""
+def running_server(patience: float = 60.0) -> dict[str, Any] | None:
+    """The local server recorded in the home, if it answers. A busy server (its
+    process alive) gets ``patience`` seconds: falling back to a temporary server
+    would hide the runs from the UI the user is watching."""
     try:
         state: dict[str, Any] = json.loads(_state_file().read_text())
-    except (OSError, ValueError):
+        pid = int(state["pid"])
+    except (OSError, ValueError, KeyError):
         return None
-    return state if _answering(state["api_url"]) else None
+    deadline = time.monotonic() + patience
+    while alive(pid):
+        if _answering(state["api_url"]):
+            return state
+        if time.monotonic() > deadline:
+            raise OrchestratorError(
+                "cli",
+                f"the server at {state['ui_url']} (pid {pid}) does not answer; "
+                "stop it with: beluga-flows server --stop",
+                ErrorCode.TIMEOUT,
+            )
+        time.sleep(0.5)
+    return None
 
 
 def ensure_server(port: int = DEFAULT_PORT) -> dict[str, Any]:

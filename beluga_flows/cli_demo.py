@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._procs import alive
 from .cli import ensure_server, home, load_target, run_target, use_server
 from .errors import ErrorCode, OrchestratorError
 
@@ -127,19 +128,11 @@ def _serve_file() -> Path:
     return home() / "serve.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def start_serving(api_url: str) -> int:
     """``beluga-flows serve deployments/`` in the background (reused if running)."""
     try:
         pid = int(json.loads(_serve_file().read_text())["pid"])
-        if _alive(pid):
+        if alive(pid):
             return pid
     except (OSError, ValueError, KeyError):
         pass
@@ -163,7 +156,12 @@ def stop_serving() -> None:
         pid = int(json.loads(_serve_file().read_text())["pid"])
     except (OSError, ValueError, KeyError):
         return
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)  # it cancels its in-flight runs, pauses schedules
+        deadline = time.monotonic() + 60
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
         print("Stopped serving the example deployments.")
     _serve_file().unlink(missing_ok=True)

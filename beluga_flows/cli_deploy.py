@@ -37,16 +37,16 @@ def _describe(spec: Any) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from prefect import serve
-
     from . import deploy
+    from .engine.prefect_serve import serve_deployments
 
     loaded = deploy.load(args.paths)
     built = deploy.build(loaded, served=True)  # all import before anything registers
     print(f"Serving {len(built)} deployment(s) (Ctrl-C stops):", flush=True)
     for item in loaded:
         print(f"  {_describe(item.spec)}", flush=True)
-    serve(*built, limit=args.limit, print_starting_message=False)
+    serve_deployments(built, limit=args.limit)
+    print("Stopped serving.", flush=True)
     return 0
 
 

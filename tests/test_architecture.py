@@ -18,6 +18,7 @@ ALLOWED_PREFECT_IMPORTERS = {
     "engine/prefect_runs.py",
     "engine/prefect_host.py",
     "engine/prefect_messages.py",
+    "engine/prefect_serve.py",
     "cli.py",
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from beluga_flows._procs import alive
 from beluga_flows.cli import parse_params
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
@@ -165,4 +166,5 @@ def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
         stopped = run("server", "--stop")
     assert stopped.returncode == 0 and "Stopped the server" in stopped.stdout
     assert "Stopped serving" in stopped.stdout
+    assert not alive(serving)  # the background serve is gone too (or a zombie)
     assert not (home / "serve.json").exists() and not (home / "server.json").exists()

@@ -7,16 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from beluga_flows.server import LocalServer
 from tests.prefect_api import artifacts
+from tests.procs import until
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = "flows/order_workflow.py:orders"
@@ -51,14 +49,6 @@ def start(env: dict[str, str], wid: str, ledger: Path, amount: int) -> subproces
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def until(check: Callable[[], Any], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.3)
-    return value
 
 
 def status(env: dict[str, str], wid: str) -> str:

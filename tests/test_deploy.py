@@ -8,9 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from beluga_flows import deploy
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
+from tests.procs import stop, until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,14 +33,6 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-
-
-def until(check: Callable[[], Any], timeout: float = 120, what: str = "it") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return value
 
 
 @pytest.fixture
@@ -109,6 +100,10 @@ def test_an_entrypoint_that_does_not_import_registers_nothing(
     write(tmp_path, "b.yaml", "name: bad\nentrypoint: tests/no_such_module.py:flow\n")
     done = cli(env, "serve", str(tmp_path))
     assert done.returncode == 2 and "no such file" in done.stderr, done.stderr
+    write(tmp_path, "b.yaml", "name: bad\nentrypoint: tests/deploy_broken.py:flow\n")
+    done = cli(env, "serve", str(tmp_path))
+    assert done.returncode == 2 and "does not import" in done.stderr, done.stderr
+    assert "no_such_package_anywhere" in done.stderr and "[invalid_config]" in done.stderr
     write(tmp_path, "b.yaml", "name: bad\nentrypoint: tests/deploy_app.py:broken\n")
     done = cli(env, "serve", str(tmp_path))
     assert done.returncode == 2 and "is not a flow" in done.stderr, done.stderr
@@ -143,8 +138,13 @@ def test_serve_fires_an_interval_schedule(env: dict[str, str], tmp_path: Path) -
         assert listed.returncode == 0 and f"tick/{name}" in listed.stdout
         assert "every 2 s" in listed.stdout
     finally:
-        proc.terminate()
-        proc.wait(30)
+        code = stop(proc)
+    log = (tmp_path / "serve.log").read_text()
+    assert code == 0, f"serve did not stop on SIGTERM:\n{log[-3000:]}"
+    assert "stopping: cancelling in-flight runs" in log
+    assert log.rstrip().endswith("Stopped serving.")
+    paused = deployment(f"tick/{name}")
+    assert paused is not None and paused.paused  # no orphaned schedule keeps firing
 
 
 def test_deploy_to_a_process_pool_and_a_worker_runs_it(env: dict[str, str], tmp_path: Path) -> None:
@@ -178,8 +178,7 @@ def test_deploy_to_a_process_pool_and_a_worker_runs_it(env: dict[str, str], tmp_
         assert flow_run.state.is_completed(), flow_run.state
         assert len(ticks.read_text().splitlines()) == 1
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop(worker)
 
 
 def test_graph_draw_prints_or_writes_mermaid(env: dict[str, str], tmp_path: Path) -> None:

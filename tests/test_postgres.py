@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from beluga_flows.server import LocalServer, free_port
+from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)
@@ -96,5 +97,4 @@ def test_a_worker_runs_a_deployment_on_a_postgres_backed_server(
             assert ran.stdout.strip().endswith("COMPLETED"), ran.stdout + ran.stderr
             assert len(ticks.read_text().splitlines()) == 1
         finally:
-            worker.terminate()
-            worker.wait(30)
+            stop(worker)

@@ -22,6 +22,7 @@ from prefect.exceptions import ObjectNotFound
 
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
+from tests.procs import stop
 from tests.workflow_app import lines, served, served_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,8 +60,7 @@ def worker(prefect_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
         assert time.monotonic() < deadline, "the workflow was never served"
         time.sleep(0.2)
     yield proc.pid
-    proc.terminate()
-    proc.wait(30)
+    assert stop(proc) == 0, log.read_text()[-3000:]
 
 
 def _run(run_id: str) -> Any:

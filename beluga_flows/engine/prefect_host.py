@@ -339,9 +339,10 @@ host = Host()
 
 def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
     """Serve each ``(workflow, entrypoint)``'s deployment ``<name>/<task_queue>`` in
-    one Prefect runner (blocks until Ctrl-C)."""
-    from prefect import serve as prefect_serve
+    one Prefect runner (blocks until Ctrl-C or SIGTERM)."""
     from prefect.deployments.runner import RunnerDeployment
+
+    from .prefect_serve import serve_deployments
 
     deployments = [
         RunnerDeployment.from_entrypoint(
@@ -352,7 +353,7 @@ def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
         )
         for workflow, entrypoint in served
     ]
-    prefect_serve(*deployments, limit=limit, print_starting_message=False)
+    serve_deployments(deployments, limit=limit)
 
 
 async def deployment_id(

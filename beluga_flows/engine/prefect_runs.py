@@ -31,6 +31,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Crashed, Pending, to_state_create
 
 from .._durable import StepStatus
+from .._procs import alive, process_start
 from ..errors import ErrorCode, OrchestratorError
 
 __all__ = [
@@ -72,22 +73,13 @@ def workflow_tags(workflow_id: str) -> list[str]:
 # ---------------------------------------------------------------- owners
 
 
-def _process_start(pid: int) -> str:
-    """The kernel's start time of ``pid`` (guards against pid reuse), or ``""``."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def owner_labels() -> dict[str, Any]:
     """Labels naming this process as the run's owner."""
     pid = os.getpid()
     return {
         "beluga.host": socket.gethostname(),
         "beluga.pid": str(pid),
-        "beluga.pid_start": _process_start(pid),
+        "beluga.pid_start": process_start(pid),
     }
 
 
@@ -97,14 +89,7 @@ def owner_dead(run: FlowRun) -> bool:
     pid = labels.get("beluga.pid")
     if not pid or labels.get("beluga.host") != socket.gethostname():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    started = labels.get("beluga.pid_start")
-    return bool(started) and _process_start(int(pid)) != started
+    return not alive(int(pid), str(labels.get("beluga.pid_start") or "") or None)
 
 
 # ---------------------------------------------------------------- finding runs

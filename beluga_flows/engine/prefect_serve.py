@@ -1,0 +1,69 @@
+"""Serve deployments in this process until Ctrl-C or SIGTERM. Part of the Prefect
+adapter: ``beluga-flows serve``, ``workflow serve`` and ``Workflow.serve`` all end
+here.
+
+It is :func:`prefect.serve` with a working shutdown. Prefect's runner answers
+SIGTERM by calling its async ``stop()`` from the signal handler without awaiting it
+and exiting mid-loop ("coroutine was never awaited", asyncio tracebacks, and under
+load a process that does not exit); cancelling its task (asyncio's Ctrl-C) leaves
+its poller starting runs. Here the first Ctrl-C or SIGTERM awaits the runner's own
+``astop()``: no new runs, in-flight runs cancelled (their processes stopped, their
+runs marked Cancelled), schedules paused, then this returns. A second signal exits
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any
+
+__all__ = ["serve_deployments"]
+
+
+def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
+    """Register ``deployments`` (``RunnerDeployment``) and run their scheduled and
+    requested runs here, at most ``limit`` at a time; returns after Ctrl-C/SIGTERM."""
+    from prefect.runner import Runner
+
+    runner = Runner(limit=limit, pause_on_shutdown=True)
+    for deployment in deployments:
+        deployment.work_pool_name = None  # a served deployment needs no work pool
+        runner.add_deployment(deployment)
+
+    async def run() -> None:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+        signalled: list[int] = []
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop() -> None:
+            if runner.started:
+                stopping.append(loop.create_task(runner.astop()))
+            else:  # still registering: nothing runs yet
+                task.cancel()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if signalled:
+                print("stopped without waiting for in-flight runs", file=sys.stderr)
+                os._exit(128 + signum)
+            signalled.append(signum)
+            print("stopping: cancelling in-flight runs (again to force)", file=sys.stderr)
+            loop.call_soon_threadsafe(stop)
+
+        runner.handle_sigterm = on_signal  # type: ignore[method-assign]
+        signal.signal(signal.SIGTERM, on_signal)  # the runner sets it again when started
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, on_signal)
+        await runner.start()
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(run())
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
