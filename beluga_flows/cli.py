@@ -19,6 +19,7 @@ import importlib.util
 import inspect
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,10 @@ def run_target(obj: Any, params: dict[str, Any]) -> Any:
     return result
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_server(args: argparse.Namespace) -> int:
     if args.stop:
         state = running_server()
@@ -186,13 +191,17 @@ def _cmd_server(args: argparse.Namespace) -> int:
         return 0
     if args.foreground:
         server = LocalServer.launch(home() / "prefect", port=_port_if_free(args.port))
-        server.wait_ready(180)
-        print(f"Prefect UI: {server.ui_url}   (Ctrl-C stops it)")
-        assert server.process is not None
+        signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop = Ctrl-C
         try:
+            server.wait_ready(180)
+            print(f"Prefect UI: {server.ui_url}   (Ctrl-C stops it)", flush=True)
+            assert server.process is not None
             server.process.wait()
         except KeyboardInterrupt:
+            pass
+        finally:
             server.stop()
+        print("Stopped the server.")
         return 0
     state = ensure_server(args.port)
     print(f"Prefect UI: {state['ui_url']}   (stop: beluga-flows server --stop)")

@@ -114,7 +114,7 @@ def _list(args: argparse.Namespace) -> int:
     print(f"Deployments ({len(deployments)}):")
     for d in deployments:
         schedules = ", ".join(_schedule_text(s.schedule) for s in d.schedules) or "no schedule"
-        status = getattr(d.status, "value", d.status) or "?"
+        status = "PAUSED" if d.paused else getattr(d.status, "value", d.status) or "?"
         print(f"  {flows.get(d.flow_id, '?') + '/' + d.name:<40} {status:<10} {schedules}")
     print(f"Latest runs ({len(runs)}):")
     for r in runs:

@@ -132,6 +132,7 @@ class LocalServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=detach,
         )
         out.close()
         return server

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from beluga_flows._procs import alive
 from beluga_flows.cli import parse_params
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
+from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +133,51 @@ def test_research_assistant_example_loops_then_writes(
     assert "## timeouts" in report and "## retries" in report
 
 
+def _ctrl_c_during_the_demo(env: dict[str, str], port: int, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal: SIGINT to the demo's whole process group mid-example."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "beluga_flows.cli", "demo", "--port", str(port)],
+        cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # the first example ran; the second is starting
+            if line.startswith("== flows/resilient_fetch.py"):
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        _, err = demo.communicate(timeout=60)
+    finally:
+        stop(demo)
+    assert demo.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err, err
+
+
+def test_server_foreground_runs_until_stopped(tmp_path: Path) -> None:
+    import httpx
+
+    from beluga_flows.server import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "beluga_flows.cli", "server", "--foreground", "--port", str(port)],
+        cwd=ROOT, env={**os.environ, "BELUGA_FLOWS_HOME": str(tmp_path / "home")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()
+        assert first.startswith(f"Prefect UI: http://127.0.0.1:{port}"), first
+        assert httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=10).status_code == 200
+        server.terminate()  # as a service manager stops it
+        out, err = server.communicate(timeout=60)
+    finally:
+        stop(server)
+    assert server.returncode == 0 and "Stopped the server." in out, err
+    with pytest.raises(httpx.ConnectError):  # the Prefect server went with it
+        httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5)
+
+
 def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
     tmp_path: Path,
 ) -> None:
@@ -162,6 +209,9 @@ def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
         assert "sales-report/every-minute" in listed.stdout and "every 60 s" in listed.stdout
         again = run("server", "--port", str(port))
         assert again.returncode == 0 and f"Prefect UI: {ui}" in again.stdout  # reused
+        _ctrl_c_during_the_demo(env, port, tmp_path)
+        assert httpx.get(f"{ui}/api/health", timeout=10).status_code == 200  # detached
+        assert alive(serving)
     finally:
         stopped = run("server", "--stop")
     assert stopped.returncode == 0 and "Stopped the server" in stopped.stdout
