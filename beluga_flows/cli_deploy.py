@@ -89,11 +89,22 @@ def _deploy(args: argparse.Namespace) -> int:
 
 async def _overview(limit: int) -> tuple[list[Any], list[Any], dict[Any, str]]:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
+    not_future = FlowRunFilter(  # scheduled runs sort first by start time: leave them out
+        state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]))
+    )
     async with get_client() as client:
         deployments = await client.read_deployments()
-        runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
+        runs = await client.read_flow_runs(
+            flow_run_filter=not_future, sort=FlowRunSort.START_TIME_DESC, limit=limit
+        )
         flows = {f.id: f.name for f in await client.read_flows()}
     return deployments, runs, flows
 

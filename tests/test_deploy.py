@@ -137,6 +137,9 @@ def test_serve_fires_an_interval_schedule(env: dict[str, str], tmp_path: Path) -
         listed = cli(env, "list")
         assert listed.returncode == 0 and f"tick/{name}" in listed.stdout
         assert "every 2 s" in listed.stdout
+        runs = listed.stdout.partition("Latest runs")[2].splitlines()
+        assert any(" tick " in ln and "Completed" in ln for ln in runs), listed.stdout
+        assert not any("Scheduled" in ln for ln in runs)  # runs that ran, not future ones
     finally:
         code = stop(proc)
     log = (tmp_path / "serve.log").read_text()

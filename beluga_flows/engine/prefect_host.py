@@ -161,14 +161,17 @@ async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dic
         token = ATTEMPT.set(run.begin_attempt())
         try:
             return await run_flow_body(flow, args, kwargs)
-        except Exception:
+        except Exception as err:
             run.retire()  # a sync body past its timeout runs on: stop it at its next step
             if attempt >= flow.spec.retries:
                 raise
+            _log.info(
+                "workflow %s: attempt %d failed (%s), replaying its completed steps",
+                *(run.workflow_id, attempt + 1, err),
+            )
             attempt += 1
         finally:
             ATTEMPT.reset(token)
-            _log.info("workflow %s: attempt %d failed, replaying", run.workflow_id, attempt)
 
 
 def _with_failures(err: Exception, failures: list[str]) -> OrchestratorError:
