@@ -22,13 +22,14 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from . import _execute
-from ._procs import alive
+from ._procs import alive, record, recorded, terminate
 from .errors import ErrorCode, OrchestratorError
 from .server import LocalServer, prefect_env
 
@@ -57,13 +58,12 @@ def running_server(patience: float = 60.0) -> dict[str, Any] | None:
     """The local server recorded in the home, if it answers. A busy server (its
     process alive) gets ``patience`` seconds: falling back to a temporary server
     would hide the runs from the UI the user is watching."""
-    try:
-        state: dict[str, Any] = json.loads(_state_file().read_text())
-        pid = int(state["pid"])
-    except (OSError, ValueError, KeyError):
+    state = recorded(_state_file())
+    if state is None:
         return None
+    pid, started = int(state["pid"]), state.get("pid_start") or None
     deadline = time.monotonic() + patience
-    while alive(pid):
+    while alive(pid, started):
         if _answering(state["api_url"]):
             return state
         if time.monotonic() > deadline:
@@ -86,9 +86,7 @@ def ensure_server(port: int = DEFAULT_PORT) -> dict[str, Any]:
     print(f"Starting the Prefect server at {server.ui_url} (the first start migrates its database)")
     server.wait_ready(180)
     assert server.process is not None
-    state = {"api_url": server.api_url, "ui_url": server.ui_url, "pid": server.process.pid}
-    _state_file().write_text(json.dumps(state))
-    return state
+    return record(_state_file(), server.process.pid, api_url=server.api_url, ui_url=server.ui_url)
 
 
 def _port_if_free(port: int) -> int:
@@ -177,15 +175,15 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _cmd_server(args: argparse.Namespace) -> int:
-    if args.stop:
-        state = running_server()
+    if args.stop:  # a server that does not answer is stopped all the same
+        from .cli_demo import stop_serving
+
+        stop_serving()  # first: it pauses its schedules through the server
+        state = recorded(_state_file())
         if state is None:
             print("No beluga-flows server is running.")
             return 0
-        from .cli_demo import stop_serving
-
-        stop_serving()
-        os.kill(int(state["pid"]), 15)
+        terminate(state, grace=30)
         _state_file().unlink(missing_ok=True)
         print(f"Stopped the server at {state['ui_url']}.")
         return 0
@@ -257,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # The interrupted run's coroutines are dropped on purpose: no warning per one.
+        warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         print("interrupted", file=sys.stderr)
         return 130
     return code

@@ -15,14 +15,13 @@ import asyncio
 import inspect
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ._procs import alive
+from ._procs import record, recorded, terminate
 from .cli import ensure_server, home, load_target, run_target, use_server
 from .errors import ErrorCode, OrchestratorError
 
@@ -130,12 +129,9 @@ def _serve_file() -> Path:
 
 def start_serving(api_url: str) -> int:
     """``beluga-flows serve deployments/`` in the background (reused if running)."""
-    try:
-        pid = int(json.loads(_serve_file().read_text())["pid"])
-        if alive(pid):
-            return pid
-    except (OSError, ValueError, KeyError):
-        pass
+    state = recorded(_serve_file())
+    if state is not None:
+        return int(state["pid"])
     log = (home() / "serve.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "beluga_flows.cli", "serve", "deployments"],
@@ -146,22 +142,15 @@ def start_serving(api_url: str) -> int:
         start_new_session=True,  # outlives the demo and its Ctrl-C
     )
     log.close()
-    _serve_file().write_text(json.dumps({"pid": proc.pid}))
+    record(_serve_file(), proc.pid)
     return proc.pid
 
 
 def stop_serving() -> None:
-    """Stop the background ``serve`` process the demo started, if any."""
-    try:
-        pid = int(json.loads(_serve_file().read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return
-    if alive(pid):
-        os.kill(pid, signal.SIGTERM)  # it cancels its in-flight runs, pauses schedules
-        deadline = time.monotonic() + 60
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    """Stop the background ``serve`` process the demo started, if any: it cancels
+    its in-flight runs and pauses its schedules (a minute at most, then killed)."""
+    state = recorded(_serve_file())
+    if state is not None:
+        terminate(state, grace=60)
         print("Stopped serving the example deployments.")
     _serve_file().unlink(missing_ok=True)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 from typing import Any
 
 __all__ = ["serve_deployments"]
@@ -47,11 +46,11 @@ def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
                 task.cancel()
 
         def on_signal(signum: int, frame: Any) -> None:
-            if signalled:
-                print("stopped without waiting for in-flight runs", file=sys.stderr)
+            if signalled:  # os.write: print() may not re-enter a half-written stream
+                os.write(2, b"stopped without waiting for in-flight runs\n")
                 os._exit(128 + signum)
             signalled.append(signum)
-            print("stopping: cancelling in-flight runs (again to force)", file=sys.stderr)
+            os.write(2, b"stopping: cancelling in-flight runs (again to force)\n")
             loop.call_soon_threadsafe(stop)
 
         runner.handle_sigterm = on_signal  # type: ignore[method-assign]
