@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from typing import Any
 
 __all__ = ["serve_deployments"]
@@ -37,7 +38,7 @@ def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
         assert task is not None
         signalled: list[int] = []
-        stopping: list[asyncio.Task[None]] = []
+        stopping: list[asyncio.Task[None]] = []  # holds the stop task until it ends
 
         def stop() -> None:
             if runner.started:
@@ -54,15 +55,18 @@ def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
             loop.call_soon_threadsafe(stop)
 
         runner.handle_sigterm = on_signal  # type: ignore[method-assign]
-        signal.signal(signal.SIGTERM, on_signal)  # the runner sets it again when started
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, on_signal)
+        if main:  # signal handlers belong to the main thread (so does the runner's)
+            signal.signal(signal.SIGTERM, on_signal)  # the runner sets it again at start
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+                signal.signal(signal.SIGINT, on_signal)
         await runner.start()
 
+    main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     try:
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(run())
     finally:
-        signal.signal(signal.SIGINT, before[0])
-        signal.signal(signal.SIGTERM, before[1])
+        if main:
+            signal.signal(signal.SIGINT, before[0])
+            signal.signal(signal.SIGTERM, before[1])
