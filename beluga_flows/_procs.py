@@ -15,6 +15,9 @@ from typing import Any
 __all__ = ["alive", "process_start", "record", "recorded", "terminate"]
 
 
+_START = 19  # starttime's index among the fields after the command name (proc(5))
+
+
 def _stat(pid: int) -> list[str]:
     """Fields of ``/proc/<pid>/stat`` after the command name (state first), or []."""
     try:
@@ -27,7 +30,7 @@ def _stat(pid: int) -> list[str]:
 def process_start(pid: int) -> str:
     """The kernel's start time of ``pid`` (guards against pid reuse), or ``""``."""
     fields = _stat(pid)
-    return fields[19] if len(fields) > 19 else ""
+    return fields[_START] if len(fields) > _START else ""
 
 
 def alive(pid: int, started: str | None = None) -> bool:
@@ -39,10 +42,10 @@ def alive(pid: int, started: str | None = None) -> bool:
         return False
     except PermissionError:
         pass  # someone else's process: it exists
-    fields = _stat(pid)
+    fields = _stat(pid)  # [] when /proc cannot tell: trust the signal check
     if fields and fields[0] in ("Z", "X"):
         return False
-    return not started or not fields or process_start(pid) == started
+    return not started or len(fields) <= _START or fields[_START] == started
 
 
 def record(path: Path, pid: int, **extra: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -13,6 +14,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
+from prefect.exceptions import ObjectNotFound
 
 
 async def _flow_runs(flow_name: str) -> list[Any]:
@@ -72,3 +74,26 @@ async def _artifacts(flow_run_id: Any) -> list[Any]:
 def artifacts(flow_run_id: Any) -> list[Any]:
     """The artifacts attached to a flow run."""
     return asyncio.run(_artifacts(flow_run_id))
+
+
+def flow_run(run_id: Any) -> Any:
+    """A flow run as the server has it now."""
+
+    async def read() -> Any:
+        async with get_client() as client:
+            return await client.read_flow_run(uuid.UUID(str(run_id)))
+
+    return asyncio.run(read())
+
+
+def deployment(name: str) -> Any:
+    """The deployment ``flow/name``, or ``None`` when it is not registered."""
+
+    async def read() -> Any:
+        async with get_client() as client:
+            try:
+                return await client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                return None
+
+    return asyncio.run(read())

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 
 from beluga_flows import deploy
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
+from tests.prefect_api import deployment
 from tests.procs import stop, until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,17 +49,6 @@ def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text)
     return path
-
-
-def deployment(name: str) -> Any:
-    async def read() -> Any:
-        async with get_client() as client:
-            try:
-                return await client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                return None
-
-    return asyncio.run(read())
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ queries, cancel vs terminate, approval, compensation, retries and resume."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -16,28 +17,14 @@ from prefect.client.orchestration import get_client
 import beluga_flows as bf
 from beluga_flows.engine import prefect_host
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from tests.prefect_api import flow_run
+from tests.procs import until
 from tests.workflow_app import approvals, lines, replayed, retried, signals, steps, timed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def read_run(run_id: str) -> Any:
-    async def read() -> Any:
-        async with get_client() as client:
-            return await client.read_flow_run(uuid.UUID(run_id))
-
-    return asyncio.run(read())
+wait_until = functools.partial(until, timeout=60)
 
 
 def new_id(prefix: str = "wf") -> str:
@@ -57,14 +44,14 @@ def test_execute_returns_a_handle_at_once_and_ids_show_in_prefect(ledger: str) -
     wid = new_id("order")
     handle = signals.execute({"ledger": ledger, "expect": 1}, workflow_id=wid)
     assert handle.workflow_id == wid and uuid.UUID(handle.run_id)
-    run = read_run(handle.run_id)
+    run = flow_run(handle.run_id)
     assert run.name == wid
     assert {"beluga:workflow", f"workflow:{wid}"} <= set(run.tags)
     assert run.labels["beluga.workflow_id"] == wid
     with pytest.raises(OrchestratorError) as dup:
         signals.execute({"ledger": ledger, "expect": 1}, workflow_id=wid)
     assert dup.value.code is ErrorCode.INVALID_STATE and handle.run_id in str(dup.value)
-    assert read_run(handle.run_id).state.is_final() is False  # it waits for its signal
+    assert flow_run(handle.run_id).state.is_final() is False  # it waits for its signal
 
     signals.signal(wid, handle.run_id, "item", "x")
     assert signals.get_result(wid, handle.run_id, timeout=60) == {"items": ["x"]}
@@ -168,7 +155,7 @@ def test_terminate_stops_now_runs_nothing_more_and_keeps_its_reason(ledger: str)
     assert info.value.code is ErrorCode.TASK_CANCELED
     assert "terminated: stuck on a vendor" in str(info.value)
     wait_until(lambda: hosted_here_finished(handle.run_id), what="the host to let go")
-    run = read_run(handle.run_id)  # the engine's last word did not overwrite it
+    run = flow_run(handle.run_id)  # the engine's last word did not overwrite it
     assert run.state.type.value == "CANCELLED"
     assert run.state.message == "terminated: stuck on a vendor"
     assert lines(ledger) == ["do first", "do second"]  # no compensation
@@ -180,7 +167,7 @@ def test_terminate_during_a_blocking_step_runs_no_further_step(ledger: str) -> N
     wait_until(lambda: "start 1" in lines(ledger))
     steps.terminate(wid, handle.run_id, reason="now")
     wait_until(lambda: hosted_here_finished(handle.run_id))
-    assert read_run(handle.run_id).state.message == "terminated: now"
+    assert flow_run(handle.run_id).state.message == "terminated: now"
     wait_until(lambda: "done 1" in lines(ledger))  # the blocked thread finishes its step…
     time.sleep(0.5)
     assert "start 2" not in lines(ledger)  # …and starts no other
@@ -217,7 +204,7 @@ def test_approval_pauses_with_a_form_and_a_signal_resumes_it(ledger: str) -> Non
     wid = new_id()
     handle = approvals.execute({"ledger": ledger}, workflow_id=wid)
     wait_until(lambda: _paused(wid))
-    run = read_run(handle.run_id)
+    run = flow_run(handle.run_id)
     keyset = run.state.state_details.run_input_keyset
     assert keyset is not None  # the UI shows a form from this schema
 
@@ -260,7 +247,7 @@ def test_an_approval_timeout_is_raised_inside_and_can_be_caught(ledger: str) -> 
     wid = new_id()
     handle = approvals.execute({"ledger": ledger, "timeout": 1.0}, workflow_id=wid)
     assert approvals.get_result(wid, timeout=60) == "timed out: default branch"
-    assert read_run(handle.run_id).state.type.value == "COMPLETED"  # not Failed
+    assert flow_run(handle.run_id).state.type.value == "COMPLETED"  # not Failed
 
 
 def test_workflow_retries_replay_completed_steps_from_storage(ledger: str) -> None:
@@ -334,7 +321,7 @@ def test_cancel_or_terminate_sent_before_the_run_starts_wins(ledger: str) -> Non
             signals.get_result(wid, handle.run_id, timeout=60)
         assert info.value.code is ErrorCode.TASK_CANCELED
         wait_until(lambda h=handle: hosted_here_finished(h.run_id))
-        assert read_run(handle.run_id).state.type.value == "CANCELLED"
+        assert flow_run(handle.run_id).state.type.value == "CANCELLED"
     assert lines(ledger) == []  # no step ran
 
 

@@ -16,12 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 import beluga_flows as bf
+from tests.prefect_api import flow_run
 from tests.workflow_app import lines, steps, ten_steps
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -30,13 +30,7 @@ WORKER = Path(__file__).with_name("workflow_crash_worker.py")
 
 
 def read_state(run_id: str) -> str:
-    from prefect.client.orchestration import get_client
-
-    async def read() -> str:
-        async with get_client() as client:
-            return str((await client.read_flow_run(uuid.UUID(run_id))).state.type.value)
-
-    return asyncio.run(read())
+    return str(flow_run(run_id).state.type.value)
 
 
 KILLS = 5

@@ -6,7 +6,6 @@ process only talks to the runs through the API, as a web service or CLI would.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -14,37 +13,24 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound
 
 from beluga_flows._procs import alive
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.server import LocalServer
 from tests import workflow_app
+from tests.prefect_api import deployment, flow_run
 from tests.procs import stop, until
 from tests.workflow_app import handoff, lines, served, served_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _deployment(name: str) -> Any:
-    async def read() -> Any:
-        async with get_client() as client:
-            try:
-                return await client.read_deployment_by_name(name)
-            except ObjectNotFound:
-                return None
-
-    return asyncio.run(read())
-
-
 def _serving(name: str) -> bool:
     """Registered by a runner that serves it now (a stopped one pauses it)."""
-    deployment = _deployment(name)
-    return deployment is not None and not deployment.paused
+    found = deployment(name)
+    return found is not None and not found.paused
 
 
 def _serve(log: Path, *targets: str) -> subprocess.Popen[bytes]:
@@ -74,14 +60,6 @@ def worker(prefect_server: LocalServer, tmp_path_factory: pytest.TempPathFactory
     assert stop(proc) == 0, log.read_text()[-3000:]
 
 
-def _run(run_id: str) -> Any:
-    async def read() -> Any:
-        async with get_client() as client:
-            return await client.read_flow_run(uuid.UUID(run_id))
-
-    return asyncio.run(read())
-
-
 def test_a_served_run_executes_in_the_worker_and_answers_signals_and_queries(
     worker: int, tmp_path: Path
 ) -> None:
@@ -91,7 +69,7 @@ def test_a_served_run_executes_in_the_worker_and_answers_signals_and_queries(
     served.signal(wid, handle.run_id, "item", "a")
     served.signal(wid, handle.run_id, "item", "b")
     assert served.get_result(wid, handle.run_id, timeout=120) == {"items": ["a", "b"]}
-    run = _run(handle.run_id)
+    run = flow_run(handle.run_id)
     assert run.deployment_id is not None
     assert run.labels["beluga.pid"] not in (str(os.getpid()), str(worker))  # a runner subprocess
     assert lines(ledger) == ["do first", "do second", "do last"]
@@ -121,9 +99,9 @@ def test_a_served_run_terminates_at_once(worker: int, tmp_path: Path) -> None:
     with pytest.raises(OrchestratorError) as info:
         served.get_result(wid, handle.run_id, timeout=120)
     assert "terminated: operator said so" in str(info.value)
-    owner = int(_run(handle.run_id).labels["beluga.pid"])
+    owner = int(flow_run(handle.run_id).labels["beluga.pid"])
     until(lambda: not alive(owner))  # the run's process is gone; its last word is in
-    run = _run(handle.run_id)
+    run = flow_run(handle.run_id)
     assert run.state.type.value == "CANCELLED" and run.state.message.endswith("operator said so")
     assert lines(ledger) == ["do first", "do second"]
 
@@ -143,7 +121,7 @@ def test_a_failed_served_run_resumes_in_the_worker_from_stored_steps(
     ran = lines(ledger)
     assert [ran.count(f"done {i}") for i in range(10)] == [1] * 10
     assert [ran.count(f"start {i}") for i in range(10)] == [1] * 5 + [2] + [1] * 4
-    assert _run(second.run_id).deployment_id is not None
+    assert flow_run(second.run_id).deployment_id is not None
 
 
 def test_a_stopped_worker_leaves_its_runs_resumable_by_the_next_one(
@@ -159,7 +137,7 @@ def test_a_stopped_worker_leaves_its_runs_resumable_by_the_next_one(
         until(lambda: "done 2" in lines(ledger), what="three steps")
     finally:
         assert stop(first) == 0, (tmp_path / "a.log").read_text()[-3000:]
-    run = _run(handle.run_id)
+    run = flow_run(handle.run_id)
     assert run.state.type.value in ("CANCELLED", "CRASHED"), run.state
     assert not _serving("wf-handoff/default")  # paused while nothing serves it
     before = [ln for ln in lines(ledger) if ln.startswith("done")]
@@ -173,4 +151,4 @@ def test_a_stopped_worker_leaves_its_runs_resumable_by_the_next_one(
     assert all(f"done {i}" in ran for i in range(10)) and len(before) >= 3
     stored = len(before) - 1  # the step stopped mid-record may run again (at least once)
     assert [ran.count(f"start {i}") for i in range(stored)] == [1] * stored, ran
-    assert _run(resumed.run_id).deployment_id is not None
+    assert flow_run(resumed.run_id).deployment_id is not None
