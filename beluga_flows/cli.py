@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("workflow", "serve", "deploy", "list"):
             _connect_if_running()
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:  # `beluga-flows list | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OrchestratorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

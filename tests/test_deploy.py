@@ -183,5 +183,14 @@ def test_graph_draw_prints_or_writes_mermaid(env: dict[str, str], tmp_path: Path
         == 0
     )
     assert "search_bodies" in out.read_text()
+    reader, writer = os.pipe()  # `beluga-flows graph draw … | head`, the reader gone
+    os.close(reader)
+    with os.fdopen(writer, "wb") as closed:
+        piped = subprocess.run(
+            [sys.executable, "-m", "beluga_flows.cli", "graph", "draw",
+             "flows/research_assistant.py:research_graph"],
+            cwd=ROOT, env=env, stdout=closed, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert piped.returncode == 141 and piped.stderr == "", piped.stderr  # as `yes | head`
     wrong = cli(env, "graph", "draw", "flows/sales_report.py:sales_report")
     assert wrong.returncode == 2 and "[invalid_input]" in wrong.stderr
