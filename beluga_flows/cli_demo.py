@@ -90,6 +90,7 @@ def demo(args: argparse.Namespace) -> int:
         lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
     order = _demo_order(args.out)
     lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
+    _wait_until_served(serving)  # the deployments link below must show them
     print("\nSee the runs in the Prefect UI:")
     print("\n".join(lines))
     print(f"  all runs           {state['ui_url']}/runs")
@@ -99,6 +100,31 @@ def demo(args: argparse.Namespace) -> int:
         "stop both with: beluga-flows server --stop"
     )
     return 0
+
+
+def _wait_until_served(pid: int, timeout: float = 180) -> None:
+    """Wait until the background ``serve`` has registered every deployment of
+    ``deployments/`` (it imports them while the examples run)."""
+    from prefect.client.orchestration import get_client
+
+    from .deploy import load
+
+    wanted = {item.spec.name for item in load(["deployments"])}
+
+    async def registered() -> set[str]:
+        async with get_client() as client:
+            return {d.name for d in await client.read_deployments() if not d.paused}
+
+    deadline = time.monotonic() + timeout
+    while not wanted <= asyncio.run(registered()):
+        if recorded(_serve_file()) is None or time.monotonic() > deadline:
+            raise OrchestratorError(
+                "demo",
+                f"the background serve (pid {pid}) did not register {sorted(wanted)}; "
+                f"see {home()}/serve.log",
+                ErrorCode.EXECUTION_FAILED,
+            )
+        time.sleep(0.5)
 
 
 def _demo_order(out: str) -> Any:
