@@ -7,15 +7,13 @@ policy logic they share lives here and in :mod:`beluga_flows._execute`, written 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pickle
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import _execute
+from .._digest import digest
 from ..breaker import get_breaker
 
 if TYPE_CHECKING:
@@ -73,23 +71,10 @@ _MISS = object()
 
 
 def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """A digest of a call's arguments that is the same in every process (``None``
-    when they neither serialise to JSON nor pickle). JSON comes first: a set pickles
-    in hash-seed order, which differs between processes."""
-    try:
-        blob = b"j" + json.dumps([args, kwargs], sort_keys=True, default=_sorted_set).encode()
-    except (TypeError, ValueError):
-        try:
-            blob = b"p" + pickle.dumps((args, sorted(kwargs.items())), protocol=5)
-        except Exception:
-            return None  # unpicklable inputs are never cached
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _sorted_set(value: Any) -> Any:
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"not JSON: {type(value).__name__}")
+    """A digest of a call's arguments that is the same in every process for the same
+    content (``None`` when they have no canonical form and do not pickle): see
+    :mod:`beluga_flows._digest`."""
+    return digest(args, kwargs)
 
 
 async def run_inline(
