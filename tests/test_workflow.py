@@ -343,3 +343,23 @@ def test_a_sync_body_past_its_timeout_starts_no_further_step(ledger: str) -> Non
     started = len([x for x in lines(ledger) if x.startswith("start")])
     time.sleep(1.5)  # the abandoned thread finishes the step it is in…
     assert len([x for x in lines(ledger) if x.startswith("start")]) == started  # …no more
+
+
+def test_a_duplicate_start_race_leaves_the_winner_as_the_run(ledger: str) -> None:
+    wid = new_id("race")
+
+    async def race() -> list[Any]:
+        start = functools.partial(signals.aexecute, {"ledger": ledger, "expect": 1}, wid)
+        return await asyncio.gather(start(), start(), start(), return_exceptions=True)
+
+    outcomes = asyncio.run(race())
+    [winner] = [o for o in outcomes if isinstance(o, bf.WorkflowHandle)]
+    assert all(
+        isinstance(o, OrchestratorError) and o.code is ErrorCode.INVALID_STATE
+        for o in outcomes
+        if o is not winner
+    ), outcomes
+    signals.signal(wid, None, "item", "won")  # None: the latest run, which is the winner
+    assert signals.get_result(wid, timeout=60) == {"items": ["won"]}
+    assert signals.query(wid, None, "status") == "completed"  # not a loser's "cancelled"
+    assert [h.run_id for h in asyncio.run(signals.ahandles(wid))] == [winner.run_id]

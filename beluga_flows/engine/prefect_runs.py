@@ -39,6 +39,7 @@ __all__ = [
     "POLL",
     "check_resumable",
     "create_run",
+    "drop_duplicate",
     "find_run",
     "force_state",
     "is_live",
@@ -46,6 +47,7 @@ __all__ = [
     "outcome",
     "owner_dead",
     "owner_labels",
+    "refuse_duplicate",
     "require_live",
     "runs_of",
     "state_name",
@@ -197,7 +199,7 @@ async def create_run(
     Two starters racing both create a run, then both look again: the younger one
     cancels itself, so exactly one stays live.
     """
-    await _refuse_duplicate(client, workflow_id, None)
+    await refuse_duplicate(client, workflow_id, None)
     all_labels: dict[str, Any] = {
         "beluga.workflow_id": workflow_id,
         "beluga.execution": execution,
@@ -232,16 +234,22 @@ async def create_run(
         )
         run = FlowRun.model_validate(response.json())
     try:
-        await _refuse_duplicate(client, workflow_id, run)
+        await refuse_duplicate(client, workflow_id, run)
     except OrchestratorError:
-        await client.set_flow_run_state(
-            run.id, Cancelled(message="duplicate workflow id"), force=True
-        )
+        await drop_duplicate(client, run)
         raise
     return run
 
 
-async def _refuse_duplicate(client: PrefectClient, workflow_id: str, mine: FlowRun | None) -> None:
+async def drop_duplicate(client: PrefectClient, run: FlowRun) -> None:
+    """End a run that lost a duplicate-start race and take it out of its workflow's
+    runs (its ``workflow:<id>`` tag), so "the latest run" is always the winner."""
+    await client.set_flow_run_state(run.id, Cancelled(message="duplicate workflow id"), force=True)
+    await client.update_flow_run(run.id, tags=[TAG, "beluga:duplicate"])
+
+
+async def refuse_duplicate(client: PrefectClient, workflow_id: str, mine: FlowRun | None) -> None:
+    """``INVALID_STATE`` when ``workflow_id`` has a live run (older than ``mine``)."""
     live = [r for r in await runs_of(client, workflow_id) if is_live(r) and not owner_dead(r)]
     if mine is not None:
         older = [
