@@ -11,6 +11,16 @@ derived from (workflow id, execution, step, input, occurrence). The adapter pers
 the step's result under that key; a resumed run computes the same keys in the same
 order and finds the results instead of running the steps again.
 
+Approvals are numbered per attempt (the n-th ``request_approval`` of a run is
+request n, the same in every replay). An answer is addressed to one request and a
+decision, once taken, is recorded for that request only: a late answer, or a second
+reviewer's, never answers a later, unrelated request.
+
+A run *rolling back* (resumed after a crash during its compensations, or resumed
+with a cancel pending) replays its body only as far as its recorded steps reach:
+the first step, signal or approval with no record stops it (:class:`RollbackStop`),
+then its compensations run, each at most once.
+
 Cancel and terminate are control flow, not errors: they derive from
 :class:`BaseException` so ``except Exception`` in user code, retries and breakers
 never swallow them.
@@ -37,6 +47,7 @@ __all__ = [
     "CancelRequested",
     "Control",
     "LiveRun",
+    "RollbackStop",
     "StepStatus",
     "Terminated",
     "current",
@@ -67,6 +78,10 @@ class Terminated(Control):
     """The run was terminated: stop, run nothing more."""
 
 
+class RollbackStop(Control):
+    """A rolling-back replay reached work with no record: stop, then compensate."""
+
+
 @dataclass(eq=False)
 class LiveRun:
     """One running workflow execution, seen from inside.
@@ -83,7 +98,10 @@ class LiveRun:
     last_step: str | None = None
     cancel_requested: bool = False
     terminated: str | None = None
-    seen: set[str] = field(default_factory=set)  # message keys already taken in
+    rollback: str | None = None  # "cancel" / "failure": replay recorded work only
+    resumed: bool = False  # a resume of an earlier run of the same execution
+    paused: bool = False  # waiting on an approval pause; the watcher notices a resume
+    unpaused: bool = False  # set by the watcher: the pause was resumed from outside
     progress_artifact: Any = None  # the run's progress artifact, once reported
     started: float = field(default_factory=time.monotonic)
     attempt: int = 0  # bumped per attempt and before compensating: older bodies are stale
@@ -93,6 +111,11 @@ class LiveRun:
     _read: collections.Counter[str] = field(default_factory=collections.Counter)
     _labels: collections.Counter[str] = field(default_factory=collections.Counter)
     _occurrences: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # Approvals: answers addressed to request n, the decision taken for it (recorded,
+    # replayed), and how many requests this attempt has made.
+    _answers: dict[int, list[Any]] = field(default_factory=lambda: collections.defaultdict(list))
+    decisions: dict[int, Any] = field(default_factory=dict)
+    _asked: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ------------------------------------------------------------ durability
@@ -104,6 +127,7 @@ class LiveRun:
         self._labels.clear()
         self._occurrences.clear()
         self._read.clear()
+        self._asked = 0
         self.last_step = None
         return self.retire()
 
@@ -111,6 +135,12 @@ class LiveRun:
         """Make the running body stale: its next step boundary raises ``Terminated``."""
         self.attempt += 1
         return self.attempt
+
+    def undo_key(self, label: str, n: int) -> str:
+        """The durable key of the ``n``-th registered undo (of the step ``label``):
+        a completed undo is found under it and never runs again."""
+        raw = f"{self.workflow_id}\x00{self.execution}\x00undo\x00{label}\x00{n}"
+        return "beluga-undo-" + hashlib.sha256(raw.encode()).hexdigest()
 
     def step_identity(self, name: str, input_hash: str | None) -> tuple[str, str | None]:
         """``(label, durable key)`` of the next call of step ``name`` with this input.
@@ -135,7 +165,7 @@ class LiveRun:
             raise Terminated(self.terminated)
         if ATTEMPT.get() not in (None, self.attempt):
             raise Terminated("attempt abandoned")
-        if self.cancel_requested:
+        if self.cancel_requested and self.rollback is None:  # a roll-back replays on
             raise CancelRequested()
 
     # ------------------------------------------------------------ from outside
@@ -144,6 +174,22 @@ class LiveRun:
         """A signal arrived (in order per name)."""
         self._signals[name].append(data)
         self._changed.set()
+
+    def deliver_answer(self, request: int, data: Any) -> None:
+        """An answer to approval request ``request`` arrived."""
+        self._answers[request].append(data)
+        self._changed.set()
+
+    def deliver_decision(self, request: int, data: Any) -> None:
+        """The recorded decision of approval request ``request`` (the first one wins)."""
+        self.decisions.setdefault(request, data)
+        self._changed.set()
+
+    def notice_unpause(self) -> None:
+        """The approval pause was resumed from outside (the UI's form)."""
+        if self.paused:
+            self.unpaused = True
+            self._changed.set()
 
     def request_cancel(self) -> None:
         """Ask the body to stop at its next step boundary (or signal wait)."""
@@ -166,15 +212,43 @@ class LiveRun:
             return True, received[self._read[name] - 1]
         return False, None
 
+    def next_approval(self) -> int:
+        """The number of this attempt's next approval request (1, 2, …)."""
+        self._asked += 1
+        return self._asked
+
+    def take_answer(self, request: int) -> tuple[bool, Any]:
+        """The oldest answer addressed to ``request`` (later ones are never used)."""
+        answers = self._answers.get(request)
+        return (True, answers[0]) if answers else (False, None)
+
+    def stop_if_rolling_back(self, what: str) -> None:
+        """In a rolling-back replay, work with no record ends the replay."""
+        if self.rollback is not None:
+            raise RollbackStop(what)
+
+    def mark_seen(self) -> None:
+        """Start of a look at the run's inputs: :meth:`changed` then waits only for
+        what arrives after it (call it before looking, so nothing is missed)."""
+        self._changed.clear()
+
+    async def changed(self, timeout: float | None) -> None:
+        """Wait until something arrives from outside after :meth:`mark_seen` (or
+        ``timeout`` passes)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
     async def next_signal(self, name: str, timeout: float | None) -> Any:
         """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
+            self.mark_seen()
             self.checkpoint()
             found, data = self.take_signal(name)
             if found:
                 return data
+            self.stop_if_rolling_back(f"signal {name!r}")
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise OrchestratorError(
@@ -182,9 +256,7 @@ class LiveRun:
                     f"no {name!r} signal within {timeout:g}s",
                     ErrorCode.TIMEOUT,
                 )
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await self.changed(remaining)
 
 
 CURRENT: contextvars.ContextVar[LiveRun | None] = contextvars.ContextVar(

@@ -81,7 +81,7 @@ def request_approval(prompt: str, timeout: float | None = None) -> Any:
     """
 
     async def ask() -> Approval:
-        from .engine.prefect_messages import request_approval as pause_for_approval
+        from .engine.prefect_approval import request_approval as pause_for_approval
 
         data = await pause_for_approval(current("request_approval"), prompt, timeout)
         return Approval(**data)
@@ -103,7 +103,7 @@ def report_progress(percent: float, description: str | None = None) -> Any:
         )
 
     async def report() -> None:
-        from .engine.prefect_messages import report_progress as publish
+        from .engine.prefect_approval import report_progress as publish
 
         await publish(current("report_progress"), float(percent), description)
 

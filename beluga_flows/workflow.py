@@ -38,7 +38,7 @@ from ._durable import StepStatus
 from ._validate import config_error, identifier, non_negative_int
 from .decorators import Flow, flow
 from .errors import ErrorCode, OrchestratorError
-from .inside import BUILTIN_QUERIES, approval_data
+from .inside import approval_data
 
 __all__ = ["StepStatus", "Workflow", "WorkflowClient", "WorkflowHandle", "serve"]
 
@@ -119,11 +119,18 @@ class WorkflowClient:
         async with _traced("signal", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "signal", workflow_id, run_id)
             runs.require_live("signal", fr)
-            if name == "approval" and fr.state is not None and fr.state.is_paused():
+            if name != "approval":
+                await messages.send(client, fr, "signal", {"name": name, "data": data})
+                return
+            if fr.state is not None and fr.state.is_paused():  # answer the form itself
                 result = await client.resume_flow_run(fr.id, run_input=data)
                 if str(result.status.value).upper() == "ACCEPT":
+                    await messages.notify(client, fr)  # its watcher looks at once
                     return
-            await messages.send(client, fr, "signal", {"name": name, "data": data})
+            from .engine.prefect_approval import address
+
+            request = address(fr.labels)  # the request open now: never a later one
+            await messages.send(client, fr, "answer", {"request": request, "data": data})
 
     def signal(self, workflow_id: str, run_id: str | None, name: str, data: Any = None) -> None:
         """Sync :meth:`asignal`."""
@@ -157,13 +164,8 @@ class WorkflowClient:
                 return None if runs.is_live(fr) else await runs.outcome(fr)
             if query_type == "steps":
                 return await runs.step_statuses(client, fr)
-            if not runs.is_live(fr):
-                raise OrchestratorError(
-                    "query",
-                    f"custom query {query_type!r} needs a live run; run {fr.id} is "
-                    f"{runs.state_name(fr)} (built-in: {', '.join(BUILTIN_QUERIES)})",
-                    ErrorCode.INVALID_STATE,
-                )
+            if not runs.is_live(fr):  # the answers it recorded as it ended
+                return await messages.final_answer(client, fr, query_type, args_list)
             return await messages.ask(client, fr, query_type, args_list, timeout)
 
     def query(
@@ -182,14 +184,24 @@ class WorkflowClient:
     async def acancel(self, workflow_id: str, run_id: str | None = None) -> None:
         """Graceful: the run stops at its next step boundary (or signal/approval wait),
         its compensations run in reverse, and it ends Cancelled. A run that has not
-        started yet is cancelled at once. Finished → ``INVALID_STATE``."""
+        started yet is cancelled at once. A run whose owner process died is marked
+        Crashed with the cancel recorded: its ``resume`` runs the compensations
+        (:meth:`Workflow.cancel` does that at once). Finished → ``INVALID_STATE``."""
+        await self._cancel(workflow_id, run_id)
+
+    async def _cancel(self, workflow_id: str, run_id: str | None) -> bool:
+        """Send the cancel; True when the run's owner is gone (a resume must act on it)."""
         runs, messages, _ = _adapter()
         async with _traced("cancel", workflow_id), runs.client() as client:
             fr = await runs.find_run(client, "cancel", workflow_id, run_id)
             runs.require_live("cancel", fr)
-            await messages.send(client, fr, "control", {"op": "cancel"})
-            if runs.not_started(fr) or runs.owner_dead(fr):  # nobody to act on the message
+            await messages.send(client, fr, "cancel", {})
+            if runs.not_started(fr):  # nothing ran: nothing to compensate
                 await runs.force_state(client, fr.id, runs.cancelled("cancelled before it ran"))
+            elif runs.owner_dead(fr):
+                await runs.mark_crashed(client, fr, "; cancel recorded: resume runs its undos")
+                return True
+        return False
 
     def cancel(self, workflow_id: str, run_id: str | None = None) -> None:
         """Sync :meth:`acancel`."""
@@ -206,7 +218,7 @@ class WorkflowClient:
             runs.require_live("terminate", fr)
             # The message stops a run that starts later (Prefect lets a starting run
             # leave Cancelled); the state stops a live one now, or a dead one for good.
-            await messages.send(client, fr, "control", {"op": "terminate", "reason": reason})
+            await messages.send(client, fr, "terminate", {"reason": reason})
             await runs.force_state(client, fr.id, runs.cancelled(f"terminated: {reason}"))
 
     def terminate(
@@ -330,6 +342,12 @@ class Workflow(WorkflowClient):
             previous=last,
         )
 
+    async def acancel(self, workflow_id: str, run_id: str | None = None) -> None:
+        """:meth:`WorkflowClient.acancel`; a run whose owner died is resumed here at
+        once, to run its compensations (it ends Cancelled)."""
+        if await self._cancel(workflow_id, run_id):
+            await self.aresume(workflow_id)
+
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Sync :meth:`aresume`."""
         return _sync(lambda: self.aresume(workflow_id))
@@ -342,6 +360,9 @@ class Workflow(WorkflowClient):
         pf = self.prefect_flow
         async with runs.client() as client:
             deployment = await host.deployment_id(client, self.name, self.task_queue, self.mode)
+            resumed = {} if previous is None else {"resumed": True}
+            if previous is not None and (reason := runs.rollback_of(previous)) is not None:
+                resumed["rollback"] = reason
             fr = await runs.create_run(
                 client,
                 pf,
@@ -350,10 +371,11 @@ class Workflow(WorkflowClient):
                 parameters,
                 deployment_id=deployment,
                 labels={} if deployment is not None else runs.owner_labels(),
+                identity=resumed,
             )
             if previous is not None:
                 try:
-                    await messages.copy_signals(client, previous, fr)
+                    await messages.copy_history(client, previous, fr)
                 except BaseException:  # never leave a half-made run holding the id
                     await runs.force_state(client, fr.id, runs.cancelled("resume failed"))
                     raise

@@ -18,6 +18,8 @@ ALLOWED_PREFECT_IMPORTERS = {
     "engine/prefect_runs.py",
     "engine/prefect_host.py",
     "engine/prefect_messages.py",
+    "engine/prefect_approval.py",
+    "engine/prefect_watch.py",
     "engine/prefect_serve.py",
     "cli.py",
 }

@@ -102,9 +102,15 @@ def test_signal_and_query_errors_carry_their_codes(ledger: str) -> None:
     with pytest.raises(OrchestratorError) as finished:
         signals.signal(wid, handle.run_id, "item", 2)
     assert finished.value.code is ErrorCode.INVALID_STATE
-    with pytest.raises(OrchestratorError) as gone:
-        signals.query(wid, None, "received")
-    assert gone.value.code is ErrorCode.INVALID_STATE
+    # A finished run answers its handlers with the answer it recorded as it ended
+    # (issue 11, defect 16): a known query is answered, an unknown one is bad input.
+    assert signals.query(wid, None, "received") == ["1"]
+    with pytest.raises(OrchestratorError) as unknown:
+        signals.query(wid, None, "no-such-query")
+    assert unknown.value.code is ErrorCode.INVALID_INPUT and "received" in str(unknown.value)
+    with pytest.raises(OrchestratorError) as with_args:
+        signals.query(wid, None, "received", "#")
+    assert with_args.value.code is ErrorCode.INVALID_STATE
 
 
 def test_queries_read_prefect_and_ask_the_live_run(ledger: str) -> None:

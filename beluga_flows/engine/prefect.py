@@ -37,6 +37,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_logger
+from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
 from .. import _durable, _execute
@@ -177,6 +178,8 @@ async def _durable_step(
     """A step call inside a workflow: a task run named by its label whose result is
     stored under its durable key; a replay finds it there instead of running it."""
     label, key = run.step_identity(step.spec.name, input_hash(args, kwargs))
+    if run.rollback is not None and (key is None or not await get_result_store().aexists(key)):
+        raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
     task = _durable_task(step) if key is not None else prefect_task(step)
     tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key)
     try:
@@ -293,6 +296,8 @@ class PrefectEngine(Engine):
         if run is not None:
             run.checkpoint()  # a workflow's step boundary: cancel / terminate land here
         if not step.spec.track:
+            if run is not None:  # an inline step keeps no record: a roll-back stops here
+                run.stop_if_rolling_back(f"inline step {step.spec.name!r}")
             return await run_inline(self, step, args, kwargs)
         task = prefect_task(step)
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()

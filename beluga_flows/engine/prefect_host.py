@@ -1,19 +1,19 @@
-"""Workflow runs on Prefect, seen from inside: the flow body, its watcher, approval
-pauses, compensations, and the in-process host. Part of the Prefect adapter.
+"""Workflow runs on Prefect, seen from inside: the flow body, its compensations,
+and the in-process host. Part of the Prefect adapter.
 
 The body of a workflow's flow run (:func:`host_run`) sets up a
-:class:`~beluga_flows._durable.LiveRun`, records this process as the owner, starts
-a *watcher* and runs the user's function:
+:class:`~beluga_flows._durable.LiveRun`, records this process as the owner, hands
+the run to its loop's watcher (:mod:`.prefect_watch`: signals, queries, cancel and
+terminate requests) and runs the user's function:
 
-* the watcher polls the run (state + ``beluga-*`` inputs) every ``POLL`` seconds:
-  signals go to the run's queues, custom queries are answered, a cancel request
-  (our control message, or Prefect's *Cancelling* from the UI) is flagged for the
-  next step boundary, and a *Cancelled* state set from outside (terminate) stops
-  the body at once;
-* cancel → compensations run in reverse, each a visible task run; the run ends
-  Cancelled. Failure → the same, then the error is re-raised (compensation failures
-  reported on it). Terminate → nothing more runs, and the body *returns* the same
-  Cancelled state, so the engine's final proposal cannot overwrite it with Completed.
+* cancel → compensations run in reverse, each a visible task run stored under its
+  durable key (at most once per execution); the run ends Cancelled. Failure → the
+  same, then the error is re-raised (compensation failures reported on it).
+  Terminate → nothing more runs, and the body *returns* the same Cancelled state,
+  so the engine's final proposal cannot overwrite it with Completed;
+* a resumed run whose predecessor was compensating, or that inherits a pending
+  cancel, *rolls back*: it replays only what was recorded, then compensates;
+* as it ends, the run records its query handlers' answers.
 
 Retries of the workflow are done here, not by Prefect: compensations must run once,
 after the last attempt, and each attempt replays the completed steps from storage.
@@ -26,16 +26,13 @@ import atexit
 import concurrent.futures
 import contextlib
 import functools
-import json
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import FlowRunContext
@@ -46,10 +43,11 @@ from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
 from .. import _execute, telemetry
-from .._durable import ATTEMPT, CURRENT, CancelRequested, LiveRun, Terminated
+from .._durable import ATTEMPT, CURRENT, CancelRequested, LiveRun, RollbackStop, Terminated
 from ..errors import ErrorCode, OrchestratorError
 from . import prefect_messages as messages
 from . import prefect_runs as runs
+from . import prefect_watch as watch
 from .base import run_flow_body
 
 if TYPE_CHECKING:
@@ -58,9 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
-# A custom query for a name with no handler waits this long after the run starts
-# before it is answered INVALID_INPUT: the body may not have registered it yet.
-_HANDLER_GRACE = 3.0
 
 
 def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
@@ -99,6 +94,8 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         workflow_id=str(identity.get("workflow_id", fr.name)),
         run_id=str(fr.id),
         execution=str(identity.get("execution", fr.id)),
+        rollback=identity.get("rollback"),
+        resumed=bool(identity.get("resumed")),
     )
     async with get_client() as client:
         await client.update_flow_run_labels(fr.id, runs.owner_labels())
@@ -108,10 +105,12 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     try:
         with use_engine("prefect"):
             async with telemetry.execution("workflow", flow.spec.name, attrs=attrs):
-                result = await _supervise(flow, run, args, kwargs)
+                result = await _supervise(flow, run, fr, args, kwargs)
     finally:
         CURRENT.reset(token)
         host.runs.pop(run.run_id, None)
+        watch.unwatch(run)
+        await _record_queries(run)
     if isinstance(result, State):
         return result
     # A terminate that landed after the last step: keep its state, not Completed.
@@ -122,18 +121,34 @@ async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return result
 
 
+async def _record_queries(run: LiveRun) -> None:
+    try:
+        async with get_client() as client:
+            await messages.record_final_queries(client, run)
+    except Exception as err:  # the run's outcome matters more than its last answers
+        _log.warning("workflow %s: could not record its query answers: %s", run.workflow_id, err)
+
+
 async def _supervise(
-    flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    flow: Flow, run: LiveRun, fr: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """The body under its watcher: its value, or the Cancelled state it ends in."""
-    async with get_client() as client:  # a cancel or terminate sent before it started
-        await _poll(client, run, lambda: None)
+    """The body under the watcher: its value, or the Cancelled state it ends in."""
+    holder: dict[str, asyncio.Future[Any]] = {}
+    watch.watch(run, lambda: holder["body"].cancel() if "body" in holder else None)
+    await watch.look_now(run)  # what was sent before it started, a resume's history
     if run.terminated is not None:
         return Cancelled(message=run.terminated)
-    if run.cancel_requested:
+    async with get_client() as client:  # a duplicate start a runner picked up anyway
+        try:
+            await runs.refuse_duplicate(client, run.workflow_id, fr)
+        except OrchestratorError:
+            await runs.drop_duplicate(client, fr)
+            return Cancelled(message="duplicate workflow id")
+    if run.cancel_requested and not run.resumed:
         return Cancelled(message="cancelled before it started")
-    body = asyncio.ensure_future(_attempts(flow, run, args, kwargs))
-    watcher = asyncio.ensure_future(_watch(run, body))
+    if run.cancel_requested or run.rollback is not None:
+        return await _roll_back(flow, run, args, kwargs)
+    body = holder["body"] = asyncio.ensure_future(_attempts(flow, run, args, kwargs))
     try:
         return await body
     except asyncio.CancelledError:
@@ -143,16 +158,44 @@ async def _supervise(
     except Terminated:
         return Cancelled(message=run.terminated)
     except CancelRequested:
-        failures = await _compensate(run)
-        note = f"; {len(failures)} compensation(s) failed: {failures}" if failures else ""
-        return Cancelled(message=f"cancelled by request{note}")
+        return await _end_compensated(run, "cancel", None)
     except Exception as err:
-        failures = await _compensate(run)
-        if failures:
-            raise _with_failures(err, failures) from err
-        raise
+        return await _end_compensated(run, "failure", err)
+
+
+async def _end_compensated(run: LiveRun, reason: str, err: Exception | None) -> Any:
+    """Run the compensations; a cancel ends Cancelled, a failure re-raises."""
+    failures = await _compensate(run, reason)
+    note = f"; {len(failures)} compensation(s) failed: {failures}" if failures else ""
+    if err is None:
+        return Cancelled(message=f"cancelled by request{note}")
+    if failures:
+        raise _with_failures(err, failures) from err
+    raise err
+
+
+async def _roll_back(
+    flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A resumed run that must roll back (its predecessor was compensating, or a
+    cancel is pending): replay the recorded work only, to register the same
+    compensations, then run them (each undo at most once: a completed one is stored)."""
+    reason = run.rollback or "cancel"
+    run.rollback = reason
+    token = ATTEMPT.set(run.begin_attempt())
+    try:
+        await run_flow_body(flow, args, kwargs)
+    except (Exception, RollbackStop, CancelRequested) as err:
+        _log.info("workflow %s: rolling back, replay stopped at %s", run.workflow_id, err)
     finally:
-        watcher.cancel()
+        ATTEMPT.reset(token)
+    if reason == "cancel":
+        return await _end_compensated(run, "cancel", None)
+    return await _end_compensated(
+        run,
+        "failure",
+        OrchestratorError("workflow", "rolled back after a failure", ErrorCode.EXECUTION_FAILED),
+    )
 
 
 async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -190,83 +233,49 @@ def _with_failures(err: Exception, failures: list[str]) -> OrchestratorError:
 # ---------------------------------------------------------------- compensations
 
 
-async def _undo(fn: Any) -> Any:
-    return await _execute.call(fn, (), {})
+async def _undo(fn: Any) -> None:
+    await _execute.call(fn, (), {})  # its value is not kept: an undo is done or not
 
 
-def _undo_task(label: str) -> PrefectTask[..., Any]:
+def _undo_task(label: str, key: str) -> PrefectTask[..., Any]:
+    """The undo's task run, stored under its durable key once it completes."""
     return PrefectTask(
-        fn=_undo, name="compensate", task_run_name=f"compensate-{label}", cache_policy=NO_CACHE
+        fn=_undo,
+        name="compensate",
+        task_run_name=f"compensate-{label}",
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=lambda context, parameters: key),
+        persist_result=True,
     )
 
 
-async def _compensate(run: LiveRun) -> list[str]:
-    """Run the registered undos in reverse, each as a task run; report failures."""
-    undos = list(reversed(run.compensations))
+async def _compensate(run: LiveRun, reason: str) -> list[str]:
+    """Run the registered undos in reverse, each as a task run; report failures.
+
+    The run is labelled ``beluga.compensating`` before the first undo, so a crash
+    midway is resumed as a roll-back (never forward); each undo completes at most
+    once across the whole execution (its result is stored under its durable key).
+    """
+    undos = [(i, label, fn) for i, (label, fn) in enumerate(run.compensations)]
     run.compensations.clear()
     run.retire()  # the body must not start another step while its effects are undone
     if not undos:
         return []
+    async with get_client() as client:
+        await client.update_flow_run_labels(run.run_id, {"beluga.compensating": reason})  # type: ignore[arg-type]
     failures: list[str] = []
-    token = CURRENT.set(None)  # undo steps are plain task runs, never replayed
+    token = CURRENT.set(None)  # undo steps are plain task runs inside
     try:
-        for label, fn in undos:
+        for i, label, fn in reversed(undos):
             try:
-                await _undo_task(label)(quote(fn))
+                await _undo_task(label, run.undo_key(label, i))(quote(fn))
             except Exception as err:
                 _log.error("compensation for %s failed: %s", label, err)
                 failures.append(f"{label}: {err}")
     finally:
         CURRENT.reset(token)
-    async with get_client() as client:  # after the undos: a crash midway stays resumable
+    async with get_client() as client:
         await client.update_flow_run_labels(run.run_id, {"beluga.compensated": "true"})  # type: ignore[arg-type]
     return failures
-
-
-# ---------------------------------------------------------------- the watcher
-
-
-async def _watch(run: LiveRun, body: asyncio.Future[Any]) -> None:
-    async with get_client() as client:
-        while not body.done():
-            try:
-                await _poll(client, run, body.cancel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # an API blip must not kill the run
-                _log.warning("workflow %s: watcher poll failed: %s", run.workflow_id, err)
-            await asyncio.sleep(runs.POLL)
-
-
-async def _poll(client: PrefectClient, run: LiveRun, stop: Callable[[], Any]) -> None:
-    """One look at the run: its state, then its new messages, oldest first."""
-    fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
-    state = fr.state
-    if state is not None and state.type == StateType.CANCELLED and run.terminated is None:
-        run.request_terminate(state.message or "terminated")
-        stop()
-        return
-    if state is not None and state.type == StateType.CANCELLING:
-        run.request_cancel()
-    inputs = await client.filter_flow_run_input(fr.id, "beluga-", 500, run.seen)
-    grace = run.started + _HANDLER_GRACE
-    for item in sorted(inputs, key=lambda i: i.key):
-        run.seen.add(item.key)
-        message = json.loads(item.value)
-        if item.key.startswith("beluga-signal-"):
-            run.deliver(message["name"], message["data"])
-        elif item.key.startswith("beluga-control-") and message.get("op") == "terminate":
-            run.request_terminate(f"terminated: {message.get('reason', '')}")
-            stop()
-        elif item.key.startswith("beluga-control-"):
-            run.request_cancel()
-        elif item.key.startswith("beluga-query-"):
-            if message["name"] not in run.queries and time.monotonic() < grace:
-                run.seen.discard(item.key)  # its handler may not be registered yet
-                continue
-            reply = await messages.answer(run, message["name"], message.get("args", []))
-            reply_key = "bfreply-" + item.key.removeprefix("beluga-query-")
-            await client.create_flow_run_input(fr.id, reply_key, reply)
 
 
 # ---------------------------------------------------------------- the in-process host

@@ -1,27 +1,37 @@
-"""Messages to and from a live workflow run on Prefect: signals, queries, approvals.
-Part of the Prefect adapter.
+"""Messages to and from a live workflow run on Prefect. Part of the Prefect adapter.
 
-Messages are flow-run inputs (the storage behind Prefect's ``send_input``):
-``beluga-signal-…``, ``beluga-query-…`` and ``beluga-control-…`` keys sort by send
-time, so a run takes them in order; query answers come back as ``bfreply-<id>``.
-An approval is a Prefect pause with a typed form (what the UI shows); its outcome
-is recorded as an ``"approval"`` signal so a resumed run replays it.
+Messages are flow-run inputs (the storage behind Prefect's ``send_input``), in two
+places per run:
+
+* the **inbox** (``beluga-inbox-<time>-<rand>``): what senders leave for the run —
+  signals, approval answers, cancel and terminate requests, custom queries. A
+  sender then tags the run ``beluga:mail``; the process's watcher finds every
+  tagged run of its own in one query, takes the tag off, reads those inboxes oldest
+  first and empties them. An inbox holds only what has not been read yet, so a
+  read is one small query however long the run lives (no growing exclude list);
+* the **log** (``beluga-log-<same suffix>``): every message the run took in (and
+  the approval decisions it took), kept for ``resume``: a new run of the same
+  execution starts with its predecessor's log copied into its inbox, so it
+  replays the same signals and decisions in the same order.
+
+Keys sort by send time (lowercase, digits, dashes, as Prefect requires). Query
+answers come back as ``bfreply-<suffix>``. When a run ends it records the answers of
+its query handlers (``beluga-final-queries``) so they can still be asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import re
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prefect.client.orchestration import PrefectClient, get_client
-from prefect.client.schemas.objects import FlowRun, State, StateType
-from prefect.input.run_input import RunInput, keyset_from_paused_state
-from prefect.logging import get_logger
-from prefect.states import Paused, Running
+import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import FlowRun, FlowRunInput
 
 from .. import _execute
 from .._durable import LiveRun
@@ -29,24 +39,51 @@ from ..errors import ErrorCode, OrchestratorError
 from . import prefect_runs as runs
 
 __all__ = [
-    "ApprovalForm",
+    "INBOX",
+    "LOG",
+    "MAIL",
     "answer",
     "ask",
-    "copy_signals",
+    "copy_history",
     "encode",
+    "final_answer",
+    "log",
     "message_key",
-    "report_progress",
-    "request_approval",
+    "notify",
+    "read_all",
+    "record_final_queries",
     "send",
 ]
 
-_log = get_logger("beluga_flows.workflow")
-_PAUSE_CEILING = 366 * 24 * 3600  # Prefect's own pause timeout fails the run: keep it out of reach
+INBOX = "beluga-inbox-"
+LOG = "beluga-log-"
+REPLY = "bfreply-"
+FINAL = "beluga-final-queries"
+MAIL = "beluga:mail"
+_PAGE = 1000
+# What a resumed run inherits: what changes its course (a terminate ended the old run
+# only; queries are answered by the run they were asked of).
+_INHERITED = {"signal", "answer", "decision", "cancel"}
 
 
-def message_key(kind: str) -> str:
-    """A flow-run input key that sorts by send time (keys: lowercase, digits, dashes)."""
-    return f"beluga-{kind}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+def message_key(prefix: str) -> str:
+    """A flow-run input key that sorts by send time."""
+    return f"{prefix}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def suffix(key: str) -> str:
+    """The ``<time>-<rand>`` part a message keeps in the inbox, the log and a reply."""
+    return "-".join(key.rsplit("-", 2)[-2:])
+
+
+@contextlib.contextmanager
+def _unless(status: int) -> Iterator[None]:
+    """Ignore the API answering ``status`` (409: the input exists; 404: it is gone)."""
+    try:
+        yield
+    except httpx.HTTPStatusError as err:
+        if err.response.status_code != status:
+            raise
 
 
 def encode(op: str, value: Any) -> str:
@@ -59,22 +96,68 @@ def encode(op: str, value: Any) -> str:
         ) from err
 
 
-# ---------------------------------------------------------------- messages
+# ---------------------------------------------------------------- sending
+
+
+async def notify(client: PrefectClient, run: FlowRun) -> None:
+    """Tag ``run`` as having mail. Always written, even when the tag was seen: the
+    watcher may have just taken it off (it reads the inbox only after that)."""
+    tags = [t for t in run.tags or [] if t != MAIL]
+    await client.update_flow_run(run.id, tags=[*tags, MAIL])
 
 
 async def send(client: PrefectClient, run: FlowRun, kind: str, payload: dict[str, Any]) -> str:
-    """Leave a message for the live run; its watcher picks it up within a poll."""
-    key = message_key(kind)
-    await client.create_flow_run_input(run.id, key, encode(kind, payload), sender="beluga_flows")
+    """Leave a message in the run's inbox; its watcher takes it within a poll."""
+    key = message_key(INBOX)
+    body = encode(kind, {"kind": kind, **payload})
+    await client.create_flow_run_input(run.id, key, body, sender="beluga_flows")
+    await notify(client, run)
     return key
 
 
-async def copy_signals(client: PrefectClient, source: FlowRun, target: FlowRun) -> int:
-    """Give a resumed run every signal its predecessor received (same keys, same order)."""
-    inputs = await client.filter_flow_run_input(source.id, "beluga-signal-", 10_000, set())
-    for item in sorted(inputs, key=lambda i: i.key):
-        await client.create_flow_run_input(target.id, item.key, item.value, sender=item.sender)
-    return len(inputs)
+async def log(client: PrefectClient, run_id: Any, key_suffix: str, value: str) -> None:
+    """Keep a message in the run's log (once: a second write of it changes nothing)."""
+    with _unless(409):
+        await client.create_flow_run_input(run_id, LOG + key_suffix, value, sender="beluga_flows")
+
+
+async def read_all(
+    client: PrefectClient, run_id: Any, prefix: str, _digits: int = 0
+) -> list[FlowRunInput]:
+    """Every input under ``prefix``, in key order, however many there are: a full
+    page is read again as ten narrower prefixes (the keys' 20 time digits)."""
+    found = await client.filter_flow_run_input(run_id, prefix, _PAGE, set())
+    if len(found) < _PAGE or _digits >= 20:
+        return sorted(found, key=lambda i: i.key)
+    parts = [await read_all(client, run_id, prefix + d, _digits + 1) for d in "0123456789"]
+    return [item for part in parts for item in part]
+
+
+async def delete(client: PrefectClient, run_id: Any, keys: Iterable[str]) -> None:
+    """Remove inputs (already gone is fine)."""
+    for key in keys:
+        with _unless(404):
+            await client.delete_flow_run_input(run_id, key)
+
+
+async def copy_history(client: PrefectClient, source: FlowRun, target: FlowRun) -> int:
+    """Give a resumed run what its predecessor took in (its log) and what was still
+    waiting for it (its inbox): same suffixes, same order. Returns how many."""
+    taken = await read_all(client, source.id, LOG)
+    waiting = await read_all(client, source.id, INBOX)
+    copied = 0
+    for item in sorted([*taken, *waiting], key=lambda i: suffix(i.key)):
+        if json.loads(item.value).get("kind") not in _INHERITED:
+            continue
+        with _unless(409):  # logged and still in the inbox: one copy
+            await client.create_flow_run_input(
+                target.id, INBOX + suffix(item.key), item.value, sender=item.sender
+            )
+            copied += 1
+    return copied
+
+
+# ---------------------------------------------------------------- queries
 
 
 async def ask(
@@ -82,19 +165,17 @@ async def ask(
 ) -> Any:
     """A custom query answered by the live run (``TIMEOUT`` if it does not answer)."""
     key = await send(client, run, "query", {"name": name, "args": args})
-    reply_key = "bfreply-" + key.removeprefix("beluga-query-")
+    reply_key = REPLY + suffix(key)
     deadline = time.monotonic() + timeout
     while True:
         found = await client.filter_flow_run_input(run.id, reply_key, 1, set())
         if found:
-            reply = json.loads(found[0].value)
-            if "error" in reply:
-                err = reply["error"]
-                raise OrchestratorError("query", err["message"], ErrorCode(err["code"]))
-            return reply["ok"]
+            await delete(client, run.id, [reply_key])
+            return _unwrap(json.loads(found[0].value))
         if time.monotonic() > deadline:
             current = await client.read_flow_run(run.id)
-            runs.require_live("query", current)
+            if not runs.is_live(current):
+                return await final_answer(client, current, name, args)
             raise OrchestratorError(
                 "query",
                 f"run {run.id} did not answer {name!r} within {timeout:g}s",
@@ -103,13 +184,18 @@ async def ask(
         await asyncio.sleep(min(runs.POLL, 0.2))
 
 
+def _unwrap(reply: dict[str, Any]) -> Any:
+    if "error" in reply:
+        err = reply["error"]
+        raise OrchestratorError("query", err["message"], ErrorCode(err["code"]))
+    return reply["ok"]
+
+
 async def answer(run: LiveRun, name: str, args: list[Any]) -> str:
     """The live run's reply to a custom query (JSON, ``ok`` or ``error``)."""
     handler = run.queries.get(name)
     if handler is None:
-        known = ", ".join(sorted(["status", "result", "steps", *run.queries]))
-        err = {"code": "invalid_input", "message": f"unknown query {name!r}; known: {known}"}
-        return json.dumps({"error": err})
+        return json.dumps({"error": _unknown(name, run.queries)})
     try:
         value = await _execute.call(handler, tuple(args), {})
         return json.dumps({"ok": value}, default=str)
@@ -118,110 +204,45 @@ async def answer(run: LiveRun, name: str, args: list[Any]) -> str:
         return json.dumps({"error": {"code": code, "message": f"query {name!r} failed: {exc}"}})
 
 
-# ---------------------------------------------------------------- approval
+def _unknown(name: str, known: Iterable[str]) -> dict[str, str]:
+    names = ", ".join(sorted(["status", "result", "steps", *known]))
+    return {"code": "invalid_input", "message": f"unknown query {name!r}; known: {names}"}
 
 
-class ApprovalForm(RunInput):
-    """The form the Prefect UI shows on a paused workflow run."""
-
-    approved: bool = False
-    reviewer: str | None = None
-    comment: str | None = None
-
-
-_TIMED_OUT = {"__beluga_timeout__": True}
-
-
-async def request_approval(run: LiveRun, prompt: str, timeout: float | None) -> dict[str, Any]:
-    """Pause the run with an approval form until a decision or ``timeout``.
-
-    A decision already sent as an ``"approval"`` signal is taken without pausing.
-    Prefect's own pause timeout would end the run Failed even if the workflow
-    catches it, so the pause is given a far ceiling and the timeout is ours: the
-    run goes back to Running and ``TIMEOUT`` is raised inside the workflow. Every
-    outcome is recorded as an ``"approval"`` signal, so a resumed run replays it.
-    """
-    run.checkpoint()
-    found, data = run.take_signal("approval")
-    if found:
-        return _decision(data, timeout)
-    form = ApprovalForm.with_initial_data(description=prompt)
-    state: State[Any] = Paused(
-        timeout_seconds=_PAUSE_CEILING, pause_key=f"approval-{message_key('p')[-8:]}"
-    )
-    keyset = keyset_from_paused_state(state)
-    state.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
-    async with get_client() as client:
-        await client.set_flow_run_state(run.run_id, state)  # type: ignore[arg-type]
-        await form.asave(keyset, flow_run_id=run.run_id)  # type: ignore[arg-type]
-        _log.info("workflow %s waits for approval: %s", run.workflow_id, prompt)
-        try:
-            data, unrecorded = await _await_decision(client, run, keyset, timeout)
-        finally:
-            await _unpause(client, run)
-        if unrecorded:
-            await _record(client, run, data)
-    return _decision(data, timeout)
-
-
-async def _await_decision(
-    client: PrefectClient, run: LiveRun, keyset: Any, timeout: float | None
-) -> tuple[dict[str, Any], bool]:
-    """The decision, and whether it still needs recording (one from the signal queue
-    is recorded already)."""
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        run.checkpoint()
-        found, data = run.take_signal("approval")
-        if found:
-            return dict(data), False
-        fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
-        if fr.state is not None and fr.state.type == StateType.RUNNING:  # resumed with input
-            answer = await ApprovalForm.aload(keyset, flow_run_id=fr.id)
-            return answer.model_dump(include={"approved", "reviewer", "comment"}), True
-        if deadline is not None and loop.time() >= deadline:
-            return dict(_TIMED_OUT), True
-        await asyncio.sleep(
-            runs.POLL if deadline is None else min(runs.POLL, max(0.0, deadline - loop.time()))
+async def record_final_queries(client: PrefectClient, run: LiveRun) -> None:
+    """At the end of a run: each query handler's last answer (asked with no
+    arguments), so a finished run still answers them."""
+    answers = {name: json.loads(await answer(run, name, [])) for name in run.queries}
+    with _unless(409):
+        await client.create_flow_run_input(
+            run.run_id,  # type: ignore[arg-type]
+            FINAL,
+            json.dumps(answers),
+            sender="beluga_flows",
         )
 
 
-async def _unpause(client: PrefectClient, run: LiveRun) -> None:
-    fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
-    if fr.state is not None and fr.state.type == StateType.PAUSED:
-        await runs.force_state(client, fr.id, Running())
-
-
-async def _record(client: PrefectClient, run: LiveRun, data: dict[str, Any]) -> None:
-    key = message_key("signal")
-    run.seen.add(key)  # ours: the watcher must not deliver it again
-    await client.create_flow_run_input(
-        run.run_id,  # type: ignore[arg-type]
-        key,
-        json.dumps({"name": "approval", "data": data}),
-        sender="beluga_flows",
-    )
-
-
-def _decision(data: Any, timeout: float | None) -> dict[str, Any]:
-    if data == _TIMED_OUT:
+async def final_answer(client: PrefectClient, run: FlowRun, name: str, args: list[Any]) -> Any:
+    """A custom query of a finished run: the answer it recorded as it ended.
+    ``INVALID_INPUT`` for a name it had no handler for; ``INVALID_STATE`` when it
+    ended without recording (it crashed) or when asked with arguments."""
+    found = await client.filter_flow_run_input(run.id, FINAL, 1, set())
+    if not found:
         raise OrchestratorError(
-            "request_approval",
-            f"no decision within {timeout if timeout is not None else 0:g}s",
-            ErrorCode.TIMEOUT,
+            "query",
+            f"custom query {name!r} needs a live run; run {run.id} is "
+            f"{runs.state_name(run)} and recorded no answers",
+            ErrorCode.INVALID_STATE,
         )
-    return dict(data)
-
-
-async def report_progress(run: LiveRun, percent: float, description: str | None) -> None:
-    """Create, then update, the run's progress artifact (the UI's Artifacts tab)."""
-    from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
-
-    if run.progress_artifact is None:
-        slug = re.sub(r"[^a-z0-9-]+", "-", run.workflow_id.lower()).strip("-")
-        run.progress_artifact = await acreate_progress_artifact(
-            percent, key=f"progress-{slug}"[:100], description=description
+    recorded: dict[str, Any] = json.loads(found[0].value)
+    if name not in recorded:
+        unknown = _unknown(name, recorded)
+        raise OrchestratorError("query", unknown["message"], ErrorCode.INVALID_INPUT)
+    if args:
+        raise OrchestratorError(
+            "query",
+            f"run {run.id} is {runs.state_name(run)}: it kept the answer of {name!r} "
+            "with no arguments only",
+            ErrorCode.INVALID_STATE,
         )
-    else:
-        await aupdate_progress_artifact(run.progress_artifact, percent, description=description)
+    return _unwrap(recorded[name])

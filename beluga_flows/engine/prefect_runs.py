@@ -49,6 +49,7 @@ __all__ = [
     "owner_labels",
     "refuse_duplicate",
     "require_live",
+    "rollback_of",
     "runs_of",
     "state_name",
     "step_statuses",
@@ -192,6 +193,7 @@ async def create_run(
     *,
     deployment_id: uuid.UUID | None,
     labels: dict[str, Any],
+    identity: dict[str, Any] | None = None,
 ) -> FlowRun:
     """A Pending flow run for the workflow (from its deployment when served).
 
@@ -208,7 +210,7 @@ async def create_run(
     tags = workflow_tags(workflow_id)
     # The run reads its identity from its context: a runner may pick a deployment's
     # run up before the labels below are written.
-    context = {"beluga": {"workflow_id": workflow_id, "execution": execution}}
+    context = {"beluga": {"workflow_id": workflow_id, "execution": execution, **(identity or {})}}
     if deployment_id is not None:
         run = await client.create_flow_run_from_deployment(
             deployment_id,
@@ -276,7 +278,7 @@ async def force_state(client: PrefectClient, run_id: Any, state: State[Any]) -> 
     await client.set_flow_run_state(run_id, state, force=True)
 
 
-async def mark_crashed(client: PrefectClient, run: FlowRun) -> None:
+async def mark_crashed(client: PrefectClient, run: FlowRun, note: str = "") -> None:
     """Record that ``run``'s owner died: Prefect would leave it Running forever."""
     labels = run.labels or {}
     await force_state(
@@ -284,9 +286,19 @@ async def mark_crashed(client: PrefectClient, run: FlowRun) -> None:
         run.id,
         Crashed(
             message=f"owner process {labels.get('beluga.pid')} on "
-            f"{labels.get('beluga.host')} is gone"
+            f"{labels.get('beluga.host')} is gone{note}"
         ),
     )
+
+
+def rollback_of(run: FlowRun) -> str | None:
+    """``"cancel"`` / ``"failure"`` when ``run`` stopped while compensating (its resume
+    must finish rolling back, never go forward), else ``None``."""
+    labels = run.labels or {}
+    if labels.get("beluga.compensated") == "true":
+        return None
+    reason = labels.get("beluga.compensating")
+    return str(reason) if reason else None
 
 
 async def wait_final(client: PrefectClient, run_id: Any, timeout: float | None) -> FlowRun:
