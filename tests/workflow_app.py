@@ -107,3 +107,59 @@ approvals = bf.Workflow(approval, name="wf-approval", mode="in_process")
 served = bf.Workflow(signalled, name="wf-served", mode="served")
 served_steps = bf.Workflow(ten_steps, name="wf-served-steps", mode="served")
 handoff = bf.Workflow(ten_steps, name="wf-handoff", mode="served")
+
+
+async def two_approvals(first_timeout: float | None = None) -> dict[str, str]:
+    """Two approval requests with a signal between them: an answer to the first never
+    answers the second."""
+    stage = {"at": "first"}
+
+    @bf.query_handler("stage")
+    def at() -> str:
+        return stage["at"]
+
+    try:
+        first = await bf.request_approval("first?", timeout=first_timeout)
+        got_first = f"{first.approved} by {first.reviewer}"
+    except bf.OrchestratorError as err:
+        if err.code is not bf.ErrorCode.TIMEOUT:
+            raise
+        got_first = "timed out"
+    stage["at"] = "between"
+    await bf.wait_for_signal("go", timeout=120)
+    stage["at"] = "second"
+    second = await bf.request_approval("second?", timeout=120)
+    return {"first": got_first, "second": f"{second.approved} by {second.reviewer}"}
+
+
+def approve_then_fail(ledger: str) -> str:
+    """An approval, then a step that fails once: the retry must not ask again."""
+    decision = bf.request_approval("go ahead?", timeout=120)
+    work(5, ledger, 0.0)
+    return str(decision.reviewer)
+
+
+@bf.step
+def careful_undo(name: str, ledger: str) -> None:
+    """An undo that holds while ``<ledger>.hold.<name>`` exists (a crash test kills it)."""
+    note(ledger, f"undoing {name}")
+    deadline = time.monotonic() + 60
+    while Path(f"{ledger}.hold.{name}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    note(ledger, f"undone {name}")
+
+
+def refund_flow(ledger: str) -> str:
+    """Reserve and charge (each with an undo), then step 5 fails once, then ship."""
+    for name in ("reserve", "charge"):
+        done = act(name, ledger)
+        bf.compensate(lambda done=done: careful_undo(done, ledger))
+    work(5, ledger, 0.0)
+    return act("ship", ledger)
+
+
+approvals_twice = bf.Workflow(two_approvals, name="wf-two-approvals", mode="in_process")
+approval_retried = bf.Workflow(
+    approve_then_fail, name="wf-approval-retried", retries=1, mode="in_process"
+)
+refunds = bf.Workflow(refund_flow, name="wf-refunds", mode="in_process")

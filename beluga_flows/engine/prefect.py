@@ -178,9 +178,9 @@ async def _durable_step(
     """A step call inside a workflow: a task run named by its label whose result is
     stored under its durable key; a replay finds it there instead of running it."""
     label, key = run.step_identity(step.spec.name, input_hash(args, kwargs))
-    if run.rollback is not None and (key is None or not await get_result_store().aexists(key)):
-        raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
     task = _durable_task(step) if key is not None else prefect_task(step)
+    if run.rollback is not None and (key is None or not await stored(task, key)):
+        raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
     tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
@@ -190,6 +190,12 @@ async def _durable_step(
         _STEP_KEY.reset(tokens[1])
     run.last_step = label
     return result
+
+
+async def stored(task: PrefectTask[..., Any], key: str) -> bool:
+    """Whether ``task`` completed under durable ``key`` (its result is in its store)."""
+    store = await get_result_store().aupdate_for_task(task)
+    return bool(await store.aexists(key))
 
 
 # The body of an ad-hoc flow run travels in the context, not as a parameter, so the

@@ -99,14 +99,16 @@ async def _await_decision(
         run.mark_seen()
         run.checkpoint()
         found, data = run.take_answer(n)
-        if found:
-            return dict(data)
-        if run.unpaused:  # the watcher saw the pause resumed: the form holds the answer
+        if found or run.unpaused:
+            # A sender tries the form first; one that found it answered already sent
+            # an answer behind it: the form (resumed, the run Running) came first.
             run.unpaused = False
             fr = await client.read_flow_run(run.run_id)  # type: ignore[arg-type]
             if fr.state is not None and fr.state.type == StateType.RUNNING:
                 answer = await ApprovalForm.aload(keyset, flow_run_id=fr.id)
                 return answer.model_dump(include={"approved", "reviewer", "comment"})
+            if found:
+                return dict(data)
         remaining = None if deadline is None else deadline - loop.time()
         if remaining is not None and remaining <= 0:
             return dict(_TIMED_OUT)
