@@ -212,14 +212,16 @@ def test_flow_max_workers_bounds_concurrent_steps(engine: str) -> None:
     assert peak[0] == 2
 
 
-def test_sync_step_called_without_await_inside_async_flow(engine: str) -> None:
+def test_sync_step_called_from_async_code_is_awaited(engine: str) -> None:
     @bf.step
     def plain(x: int) -> int:
         return x * 3
 
     @bf.flow
     async def mixed(x: int) -> int:
-        return plain(x) + 1  # a sync step called on the loop thread
+        # On the loop thread a sync step returns an awaitable: it runs in a worker
+        # thread and the loop goes on meanwhile.
+        return await plain(x) + 1
 
     assert asyncio.run(mixed(2)) == 7
 
