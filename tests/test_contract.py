@@ -7,6 +7,7 @@ error codes, chain semantics, batch and stream.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -145,12 +146,17 @@ def test_timeout_cancels_a_cooperative_async_step(engine: str) -> None:
 
 def test_timed_out_attempts_are_retried(engine: str) -> None:
     calls: list[int] = []
+    late = threading.Event()
 
-    @bf.step(timeout=0.2, retry_policy=FAST)
+    def retryable(err: BaseException) -> bool:
+        late.set()  # the timed-out first call ends now, and only then is it retried
+        return True
+
+    @bf.step(timeout=0.2, retry_policy=bf.RetryPolicy(initial_delay=0.01, retry_on=retryable))
     def slow_then_fast() -> str:
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(1)
+            late.wait(30)
         return "ok"
 
     assert slow_then_fast() == "ok"
