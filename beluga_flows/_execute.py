@@ -3,6 +3,9 @@
 Everything here is written once, async. Sync entry points reach it through
 :func:`run_sync` / :func:`sync_iter` at the edge; sync user functions run in a
 worker thread (with the caller's context variables) so the event loop never blocks.
+Worker threads are daemons (:mod:`beluga_flows._threads`): a call abandoned at its
+timeout runs on in its thread without holding up other calls or the exit, and
+:func:`retrying` never starts a retry beside it (:func:`may_retry`).
 
 The middleware order for one step call is ``retry → timeout → call`` (telemetry,
 breakers and limits wrap outside it). The local engine runs the whole stack; the
@@ -16,11 +19,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import inspect
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from ._threads import Workers
 from .errors import ErrorCode, OrchestratorError
 from .retry import RetryPolicy
 
@@ -31,6 +36,7 @@ __all__ = [
     "call_with_timeout",
     "flow_slot",
     "iterate_output",
+    "may_retry",
     "retrying",
     "run_sync",
     "set_flow_limit",
@@ -42,8 +48,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # Threads are cheap while they sleep; a small pool would serialise parallel sync
 # steps (the default executor has min(32, cpus + 4) = 6 threads here). Threads are
-# created on demand only.
-_executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="beluga")
+# created on demand only; abandoned calls do not count against the 256.
+_workers = Workers(limit=256, prefix="beluga")
 
 # The event loop that owns the current run, so sync code in a worker thread can
 # hand coroutines back to it instead of starting a second loop.
@@ -67,12 +73,21 @@ async def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     """Call a user function: await it if async, else run it in a worker thread."""
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
-    loop = asyncio.get_running_loop()
-    ctx = _thread_context(loop)
-    result = await loop.run_in_executor(_executor, lambda: ctx.run(fn, *args, **kwargs))
+    ctx = _thread_context(asyncio.get_running_loop())
+    result = await _in_thread(_workers.submit(lambda: ctx.run(fn, *args, **kwargs)))
     if inspect.isawaitable(result):  # a sync callable that returned a coroutine
         return await result
     return result
+
+
+async def _in_thread(job: concurrent.futures.Future[T], timeout: float | None = None) -> T:
+    """Wait for a worker thread's ``job``; a caller that stops waiting (a timeout,
+    a cancel) abandons it, so it no longer takes a worker's place."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
+    except BaseException:
+        _workers.abandon(job)
+        raise
 
 
 def _thread_context(loop: asyncio.AbstractEventLoop) -> contextvars.Context:
@@ -114,31 +129,38 @@ async def call_with_timeout(
     an async function runs on a private event loop in a worker thread so that one
     that blocks cannot stall the caller, and is cancelled at its next ``await``.
     With ``preempt=False`` an async function stays on the caller's loop and is
-    cancelled cooperatively (flow bodies: they only orchestrate).
+    cancelled cooperatively (flow bodies: they only orchestrate). A ``TIMEOUT``
+    whose call still runs in its thread remembers it, for :func:`may_retry`.
     """
     if timeout is None:
         return await call(fn, args, kwargs)
     loop = asyncio.get_running_loop()
     ctx = _thread_context(loop)
     holder: dict[str, Any] = {}
+    job: concurrent.futures.Future[Any] | None = None
     if inspect.iscoroutinefunction(fn) and not preempt:
-        fut: asyncio.Future[Any] = asyncio.ensure_future(fn(*args, **kwargs))
-    elif inspect.iscoroutinefunction(fn):
-        fut = loop.run_in_executor(
-            _executor, lambda: ctx.run(_run_on_private_loop, fn, args, kwargs, holder)
-        )
+        waiting: Awaitable[Any] = asyncio.wait_for(fn(*args, **kwargs), timeout)
     else:
-        fut = loop.run_in_executor(_executor, lambda: ctx.run(fn, *args, **kwargs))
+        thunk = (
+            functools.partial(_run_on_private_loop, fn, args, kwargs, holder)
+            if inspect.iscoroutinefunction(fn)
+            else functools.partial(fn, *args, **kwargs)
+        )
+        job = _workers.submit(lambda: ctx.run(thunk))
+        waiting = _in_thread(job, timeout)
     try:
-        result = await asyncio.wait_for(fut, timeout)
+        result = await waiting
     except TimeoutError:
         private, task = holder.get("loop"), holder.get("task")
         if private is not None and task is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed: it finished
                 private.call_soon_threadsafe(task.cancel)
-        raise OrchestratorError(
+        err = OrchestratorError(
             op, f"{name!r} timed out after {timeout:g}s", ErrorCode.TIMEOUT, step=name
-        ) from None
+        )
+        if job is not None and not job.done():
+            err._abandoned = (job, timeout)  # type: ignore[attr-defined]
+        raise err from None
     if inspect.isawaitable(result):
         return await asyncio.wait_for(result, timeout)
     return result
@@ -158,11 +180,35 @@ async def retrying(
             return await attempt()
         except Exception as err:
             delay = policy.next_delay(n, err, rng) if policy is not None else None
-            if delay is None:
+            if delay is None or not await may_retry(err):
                 _set_attempts(err, n)
                 raise
             await sleep(delay)
             n += 1
+
+
+async def may_retry(err: BaseException) -> bool:
+    """Whether a retry may follow the attempt that raised ``err``: not while the
+    call it timed out still runs in its thread (the two would overlap). That call
+    gets one more timeout to end; if it does not, ``err`` says why it is final."""
+    abandoned = getattr(err, "_abandoned", None)
+    if abandoned is None:
+        return True
+    job, grace = abandoned
+    waiter = asyncio.wrap_future(job)
+    await asyncio.wait([waiter], timeout=grace)
+    if not waiter.done():
+        waiter.cancel()
+        if isinstance(err, OrchestratorError):
+            err.message += (
+                "; not retried: the timed-out call still runs in its thread "
+                "and a retry would run beside it"
+            )
+        return False
+    if not waiter.cancelled():
+        waiter.exception()  # its outcome was dropped at the timeout: not an error here
+    del err._abandoned  # type: ignore[attr-defined]
+    return True
 
 
 def _set_attempts(err: BaseException, attempts: int) -> None:
@@ -252,8 +298,7 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
             return _submit_to(home, factory)
         return asyncio.run(_as_home(factory))
     ctx = contextvars.copy_context()
-    future = _executor.submit(ctx.run, lambda: asyncio.run(_as_home(factory)))
-    return future.result()
+    return _workers.submit(lambda: ctx.run(lambda: asyncio.run(_as_home(factory)))).result()
 
 
 _DONE = object()

@@ -112,7 +112,9 @@ class Step(Runnable):
     """A decorated step: call it like the function, or use it as a :class:`Runnable`.
 
     Calling a sync step returns its value; calling an async step returns an
-    awaitable. ``invoke(input)`` passes ``input`` as the single argument.
+    awaitable, and so does calling a sync step from async code (an event loop
+    running in the caller's thread): its function runs in a worker thread while
+    the loop goes on. ``invoke(input)`` passes ``input`` as the single argument.
     """
 
     def __init__(self, fn: Callable[..., Any], spec: StepSpec) -> None:
@@ -126,6 +128,13 @@ class Step(Runnable):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_async:
             return current_engine().run_step(self, args, kwargs)
+        if _execute._in_running_loop():
+            # Returning the value here would mean blocking the loop until the
+            # thread is done (no cancel, no timeout, no gather could run meanwhile).
+            pending: Any = current_engine().run_step(self, args, kwargs)
+            # What Python's never-awaited warning names: the step, and the cure.
+            pending.__qualname__ = f"{self.name!r} (a sync step called in async code: await it)"
+            return pending
         return _execute.run_sync(lambda: current_engine().run_step(self, args, kwargs))
 
     async def ainvoke(self, input: Any, **opts: Any) -> Any:

@@ -17,7 +17,7 @@ async def advise(weather: dict) -> str:
 
 @bf.flow(name="what-to-wear", timeout=60)
 async def what_to_wear(city: str) -> str:
-    return await advise(fetch({"input": city}))  # each step: a Prefect task run
+    return await advise(await fetch({"input": city}))  # each step: a Prefect task run
 
 
 wear = bf.Chain([fetch, advise], name="wear-chain")  # or: fetch | advise

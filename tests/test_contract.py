@@ -7,6 +7,7 @@ error codes, chain semantics, batch and stream.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -145,12 +146,17 @@ def test_timeout_cancels_a_cooperative_async_step(engine: str) -> None:
 
 def test_timed_out_attempts_are_retried(engine: str) -> None:
     calls: list[int] = []
+    late = threading.Event()
 
-    @bf.step(timeout=0.2, retry_policy=FAST)
+    def retryable(err: BaseException) -> bool:
+        late.set()  # the timed-out first call ends now, and only then is it retried
+        return True
+
+    @bf.step(timeout=0.2, retry_policy=bf.RetryPolicy(initial_delay=0.01, retry_on=retryable))
     def slow_then_fast() -> str:
         calls.append(1)
         if len(calls) == 1:
-            time.sleep(1)
+            late.wait(30)
         return "ok"
 
     assert slow_then_fast() == "ok"
@@ -212,14 +218,16 @@ def test_flow_max_workers_bounds_concurrent_steps(engine: str) -> None:
     assert peak[0] == 2
 
 
-def test_sync_step_called_without_await_inside_async_flow(engine: str) -> None:
+def test_sync_step_called_from_async_code_is_awaited(engine: str) -> None:
     @bf.step
     def plain(x: int) -> int:
         return x * 3
 
     @bf.flow
     async def mixed(x: int) -> int:
-        return plain(x) + 1  # a sync step called on the loop thread
+        # On the loop thread a sync step returns an awaitable: it runs in a worker
+        # thread and the loop goes on meanwhile.
+        return await plain(x) + 1
 
     assert asyncio.run(mixed(2)) == 7
 

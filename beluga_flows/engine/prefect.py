@@ -55,17 +55,18 @@ T = TypeVar("T")
 _MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
 
 
-def _retry_condition(policy: RetryPolicy) -> Callable[..., bool]:
-    # Must stay a plain ``def``: Prefect calls retry_condition_fn only if
-    # inspect.isfunction() is true, and silently disables retries otherwise.
-    def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
+    # Must stay a function (``async def`` is one): Prefect calls retry_condition_fn
+    # only if inspect.isfunction() is true, and silently disables retries otherwise.
+    async def should_retry(task: Any, task_run: Any, state: Any) -> bool:
         err = state.data if isinstance(state.data, BaseException) else None
         if err is None:
             try:
                 state.result(raise_on_failure=True)
             except BaseException as exc:
                 err = exc
-        return err is not None and policy.should_retry(err)
+        # Never a retry beside a timed-out call that still runs (as the local engine).
+        return err is not None and policy.should_retry(err) and await _execute.may_retry(err)
 
     return should_retry
 
