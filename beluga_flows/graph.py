@@ -32,7 +32,7 @@ from ._graph_run import GraphReport, GraphResult, GraphRun
 from ._plan import END, START, Plan, compile_plan
 from ._scheduler import NodeStatus
 from ._validate import config_error, non_negative_int, positive_int, seconds
-from .decorators import Step, step
+from .decorators import Step, derive, step
 from .engine import Engine, get_engine, use_engine
 from .errors import ErrorCode, OrchestratorError
 from .retry import RetryPolicy
@@ -181,22 +181,13 @@ class Graph(Runnable):
 
 
 def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
-    """The node's step, named after the node; ``@step`` validates the overrides."""
-    options: dict[str, Any] = {}
+    """The node's step, named after the node: a step keeps every option of its
+    ``@step`` but the overrides; a function becomes a step with the overrides."""
     if isinstance(fn, Step):
-        spec = fn.spec
-        options = {
-            "description": spec.description,
-            "retry_policy": spec.retry_policy,
-            "timeout": spec.timeout,
-            "cache": spec.cache,
-            "tags": spec.tags,
-            "track": spec.track,
-        }
-        fn = fn.fn
-    elif not callable(fn) or isinstance(fn, type):
+        return derive(fn, name, "graph", **overrides)
+    if not callable(fn) or isinstance(fn, type):
         raise config_error("graph", f"node {name!r} is not callable: {fn!r}")
-    made: Step = step(name=name, **{**options, **overrides})(fn)
+    made: Step = step(name=name, **overrides)(fn)
     return made
 
 
