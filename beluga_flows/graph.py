@@ -65,6 +65,8 @@ class Graph(Runnable):
             raise config_error("graph", f"name must be a non-empty string, got {name!r}")
         if not isinstance(parallel, bool):
             raise config_error("graph", f"parallel must be True or False, got {parallel!r}")
+        if reducers is not None and not isinstance(reducers, Mapping):
+            raise config_error("graph", f"reducers must be a dict of callables, got {reducers!r}")
         reducers = dict(reducers or {})
         for key, fn in reducers.items():
             if not isinstance(key, str) or not callable(fn):
@@ -124,7 +126,7 @@ class Graph(Runnable):
 
     def add_edge(self, source: str, target: str) -> Graph:
         """``target`` runs after ``source`` (and after every other predecessor)."""
-        self._edges.append((source, target))
+        self._edges.append((_node_name("edge", source), _node_name("edge", target)))
         return self
 
     def add_conditional_edges(
@@ -134,17 +136,17 @@ class Graph(Runnable):
         ``path_map``, a node name, ``END``, or a list of them (fan-out)."""
         if not callable(route):
             raise config_error("graph", f"router of {source!r} must be callable, got {route!r}")
-        self._routes.append((source, route, path_map))
+        self._routes.append((_node_name("conditional edge", source), route, path_map))
         return self
 
     def set_entry_point(self, nodes: str | Sequence[str]) -> Graph:
         """The node(s) that start the run (like ``add_edge(START, node)``)."""
-        self._entry = [nodes] if isinstance(nodes, str) else list(nodes)
+        self._entry = _node_names("entry point", nodes)
         return self
 
     def set_finish_point(self, nodes: str | Sequence[str]) -> Graph:
         """The run ends once each of these nodes has run."""
-        self._finish = [nodes] if isinstance(nodes, str) else list(nodes)
+        self._finish = _node_names("finish point", nodes)
         return self
 
     def compile(self) -> CompiledGraph:
@@ -178,6 +180,22 @@ class Graph(Runnable):
     def draw_mermaid(self) -> str:
         """The graph as a mermaid flowchart."""
         return self.compile().draw_mermaid()
+
+
+def _node_name(what: str, value: Any) -> str:
+    """A node name as an edge, router or entry names it (known or not: ``compile``
+    tells ``NOT_FOUND``); anything but a non-empty string is ``INVALID_CONFIG``."""
+    if not isinstance(value, str) or not value:
+        raise config_error("graph", f"{what} must name a node (a string), got {value!r}")
+    return value
+
+
+def _node_names(what: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [_node_name(what, value)]
+    if not isinstance(value, Sequence):
+        raise config_error("graph", f"{what} must be a node name or a list of them, got {value!r}")
+    return [_node_name(what, v) for v in value]
 
 
 def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
