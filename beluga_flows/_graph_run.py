@@ -7,6 +7,7 @@ deadline) and nothing else: what runs next is the scheduler's decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import deque
 from collections.abc import Mapping
@@ -151,10 +152,11 @@ class GraphRun:
 
     def _resolve(self, node: str, choice: Any) -> str:
         route = self.plan.routes[node]
-        if route.path_map is not None and choice in route.path_map:
-            return route.path_map[choice]
-        if choice in route.targets:
-            return str(choice)
+        with contextlib.suppress(TypeError):  # unhashable: no key, and no node name
+            if route.path_map is not None and choice in route.path_map:
+                return route.path_map[choice]
+            if choice in route.targets:
+                return str(choice)
         expected = sorted(route.path_map) if route.path_map is not None else sorted(route.targets)
         raise OrchestratorError(
             "graph",

@@ -81,12 +81,12 @@ def _route_spec(
         mapping = None
         targets = frozenset(nodes) | {END}
     else:
-        if isinstance(path_map, Mapping):
-            mapping = dict(path_map)
-        elif isinstance(path_map, list | tuple | set | frozenset):
-            mapping = {v: v for v in path_map}
-        else:
+        if not isinstance(path_map, Mapping | list | tuple | set | frozenset):
             raise config_error("graph", f"path map of {source!r} must be a dict or a list")
+        named = list(path_map.values()) if isinstance(path_map, Mapping) else list(path_map)
+        if not all(isinstance(target, str) for target in named):
+            raise config_error("graph", f"path map of {source!r} must name nodes, got {path_map!r}")
+        mapping = dict(path_map) if isinstance(path_map, Mapping) else {v: v for v in named}
         for target in mapping.values():
             if target != END and target not in nodes:
                 raise _missing(f"conditional edge from {source!r}", target, nodes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from .errors import ErrorCode, OrchestratorError
@@ -31,8 +32,13 @@ def seconds(
         raise config_error(
             owner, f"{field} must be seconds (int, float or timedelta), got {value!r}"
         )
-    result = float(value)
-    if result != result or result < 0 or (result == 0 and not allow_zero):
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond any float
+        result = math.inf
+    if not math.isfinite(result):  # nan, or a wait that never ends
+        raise config_error(owner, f"{field} must be a finite number of seconds, got {value!r}")
+    if result < 0 or (result == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise config_error(owner, f"{field} must be {bound}, got {value!r}")
     if result > MAX_SECONDS and field.endswith("timeout"):

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from .engine import current_engine
 from .retry import RetryPolicy
 from .runnable import Runnable
 
-__all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "flow", "step"]
+__all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "derive", "flow", "step"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,12 +178,37 @@ class Flow:
         return f"<flow {self.name!r}>"
 
 
+def _retry_policy(owner: str, value: Any) -> RetryPolicy | None:
+    if value is not None and not isinstance(value, RetryPolicy):
+        raise config_error(owner, f"retry_policy must be a RetryPolicy, got {value!r}")
+    return value
+
+
+# The checks of the options a node (or any derived step) may override: the same
+# ones ``@step`` runs.
+_OVERRIDABLE: dict[str, Callable[[str, Any], Any]] = {
+    "retry_policy": _retry_policy,
+    "timeout": lambda owner, value: seconds(owner, "timeout", value),
+    "track": lambda owner, value: _bool(owner, "track", value),
+}
+
+
+def derive(base: Step, name: str, owner: str = "step", **overrides: Any) -> Step:
+    """``base`` under another ``name``: every option of its ``@step`` is kept but
+    ``overrides`` (``retry_policy``, ``timeout``, ``track``), checked as ``@step``
+    checks them. The spec is ``base.spec`` replaced, so no field can be dropped."""
+    unknown = sorted(set(overrides) - set(_OVERRIDABLE))
+    if unknown:
+        raise config_error(owner, f"{unknown} cannot be overridden")
+    checked = {key: _OVERRIDABLE[key](owner, value) for key, value in overrides.items()}
+    spec = dataclasses.replace(base.spec, name=_name(owner, name, base.fn), **checked)
+    return Step(base.fn, spec)
+
+
 def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
     owner = "step"
     retries = non_negative_int(owner, "retries", options["retries"], maximum=100)
-    policy = options["retry_policy"]
-    if policy is not None and not isinstance(policy, RetryPolicy):
-        raise config_error(owner, f"retry_policy must be a RetryPolicy, got {policy!r}")
+    policy = _retry_policy(owner, options["retry_policy"])
     if policy is not None and retries:
         raise config_error(owner, "give retries= or retry_policy=, not both")
     if policy is None and retries:
@@ -191,10 +217,10 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         name=_name(owner, options["name"], fn),
         description=_description(owner, options["description"], fn),
         retry_policy=policy,
-        timeout=seconds(owner, "timeout", options["timeout"]),
+        timeout=_OVERRIDABLE["timeout"](owner, options["timeout"]),
         cache=_bool(owner, "cache", options["cache"]),
         tags=check_tags(owner, options["tags"]),
-        track=_bool(owner, "track", options["track"]),
+        track=_OVERRIDABLE["track"](owner, options["track"]),
         circuit_breaker=_breaker(owner, options["circuit_breaker"]),
         **_limits(owner, options),
     )

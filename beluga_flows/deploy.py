@@ -177,17 +177,7 @@ def build(loaded: list[Loaded], *, served: bool = False, work_pool: str | None =
     built = []
     for item in loaded:
         spec = item.spec
-        try:
-            obj = load_target(spec.entrypoint)
-        except OrchestratorError:
-            raise
-        except Exception as err:
-            raise OrchestratorError(
-                "deploy",
-                f"{item.path}: entrypoint {spec.entrypoint} does not import: "
-                f"{type(err).__name__}: {err}",
-                ErrorCode.INVALID_CONFIG,
-            ) from err
+        obj = load_target(spec.entrypoint, what=f"{item.path}: entrypoint {spec.entrypoint}")
         _, attribute = prefect_flow_of(obj, f"{item.path}: entrypoint {spec.entrypoint}")
         path, _, name = spec.entrypoint.rpartition(":")
         pool = None if served else work_pool or spec.work_pool

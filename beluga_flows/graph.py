@@ -32,7 +32,7 @@ from ._graph_run import GraphReport, GraphResult, GraphRun
 from ._plan import END, START, Plan, compile_plan
 from ._scheduler import NodeStatus
 from ._validate import config_error, non_negative_int, positive_int, seconds
-from .decorators import Step, step
+from .decorators import Step, derive, step
 from .engine import Engine, get_engine, use_engine
 from .errors import ErrorCode, OrchestratorError
 from .retry import RetryPolicy
@@ -65,6 +65,8 @@ class Graph(Runnable):
             raise config_error("graph", f"name must be a non-empty string, got {name!r}")
         if not isinstance(parallel, bool):
             raise config_error("graph", f"parallel must be True or False, got {parallel!r}")
+        if reducers is not None and not isinstance(reducers, Mapping):
+            raise config_error("graph", f"reducers must be a dict of callables, got {reducers!r}")
         reducers = dict(reducers or {})
         for key, fn in reducers.items():
             if not isinstance(key, str) or not callable(fn):
@@ -124,7 +126,7 @@ class Graph(Runnable):
 
     def add_edge(self, source: str, target: str) -> Graph:
         """``target`` runs after ``source`` (and after every other predecessor)."""
-        self._edges.append((source, target))
+        self._edges.append((_node_name("edge", source), _node_name("edge", target)))
         return self
 
     def add_conditional_edges(
@@ -134,17 +136,17 @@ class Graph(Runnable):
         ``path_map``, a node name, ``END``, or a list of them (fan-out)."""
         if not callable(route):
             raise config_error("graph", f"router of {source!r} must be callable, got {route!r}")
-        self._routes.append((source, route, path_map))
+        self._routes.append((_node_name("conditional edge", source), route, path_map))
         return self
 
     def set_entry_point(self, nodes: str | Sequence[str]) -> Graph:
         """The node(s) that start the run (like ``add_edge(START, node)``)."""
-        self._entry = [nodes] if isinstance(nodes, str) else list(nodes)
+        self._entry = _node_names("entry point", nodes)
         return self
 
     def set_finish_point(self, nodes: str | Sequence[str]) -> Graph:
         """The run ends once each of these nodes has run."""
-        self._finish = [nodes] if isinstance(nodes, str) else list(nodes)
+        self._finish = _node_names("finish point", nodes)
         return self
 
     def compile(self) -> CompiledGraph:
@@ -180,23 +182,30 @@ class Graph(Runnable):
         return self.compile().draw_mermaid()
 
 
+def _node_name(what: str, value: Any) -> str:
+    """A node name as an edge, router or entry names it (known or not: ``compile``
+    tells ``NOT_FOUND``); anything but a non-empty string is ``INVALID_CONFIG``."""
+    if not isinstance(value, str) or not value:
+        raise config_error("graph", f"{what} must name a node (a string), got {value!r}")
+    return value
+
+
+def _node_names(what: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [_node_name(what, value)]
+    if not isinstance(value, Sequence):
+        raise config_error("graph", f"{what} must be a node name or a list of them, got {value!r}")
+    return [_node_name(what, v) for v in value]
+
+
 def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
-    """The node's step, named after the node; ``@step`` validates the overrides."""
-    options: dict[str, Any] = {}
+    """The node's step, named after the node: a step keeps every option of its
+    ``@step`` but the overrides; a function becomes a step with the overrides."""
     if isinstance(fn, Step):
-        spec = fn.spec
-        options = {
-            "description": spec.description,
-            "retry_policy": spec.retry_policy,
-            "timeout": spec.timeout,
-            "cache": spec.cache,
-            "tags": spec.tags,
-            "track": spec.track,
-        }
-        fn = fn.fn
-    elif not callable(fn) or isinstance(fn, type):
+        return derive(fn, name, "graph", **overrides)
+    if not callable(fn) or isinstance(fn, type):
         raise config_error("graph", f"node {name!r} is not callable: {fn!r}")
-    made: Step = step(name=name, **{**options, **overrides})(fn)
+    made: Step = step(name=name, **overrides)(fn)
     return made
 
 

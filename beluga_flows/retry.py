@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,14 +76,16 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         own = "retry_policy"
         positive_int(own, "max_attempts", self.max_attempts, maximum=_MAX_ATTEMPTS)
-        initial = seconds(own, "initial_delay", self.initial_delay, allow_zero=True)
-        cap = seconds(own, "max_delay", self.max_delay, allow_zero=True)
+        initial = seconds(
+            own, "initial_delay", self.initial_delay, allow_zero=True, allow_none=False
+        )
+        cap = seconds(own, "max_delay", self.max_delay, allow_zero=True, allow_none=False)
         object.__setattr__(self, "initial_delay", initial)
         object.__setattr__(self, "max_delay", cap)
         if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, int | float):
             raise config_error(own, f"multiplier must be a number >= 1, got {self.multiplier!r}")
-        if self.multiplier < 1:
-            raise config_error(own, f"multiplier must be >= 1, got {self.multiplier!r}")
+        if not 1 <= self.multiplier < math.inf:  # nan fails this too
+            raise config_error(own, f"multiplier must be finite and >= 1, got {self.multiplier!r}")
         jitter = self.jitter
         if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
             raise config_error(own, f"jitter must be a fraction in [0, 1], got {jitter!r}")

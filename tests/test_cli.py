@@ -241,3 +241,72 @@ def test_a_pid_file_of_a_reused_pid_is_stale_and_nothing_is_stopped(tmp_path: Pa
         assert sleeper.poll() is None  # the unrelated process was left alone
     finally:
         stop(sleeper)
+
+
+def local_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``beluga-flows`` on the in-process engine, with a home of its own."""
+    return cli(*args, env={"BELUGA_FLOWS_PROVIDER": "local", "BELUGA_FLOWS_HOME": str(tmp_path)})
+
+
+def test_a_target_file_named_like_a_stdlib_module_shadows_nothing(tmp_path: Path) -> None:
+    (tmp_path / "mailhelp.py").write_text("GREETING = 'hello'\n")  # a sibling module
+    (tmp_path / "email.py").write_text(
+        "import beluga_flows as bf\n"
+        "from mailhelp import GREETING\n\n"
+        "@bf.flow\n"
+        "def send(to: str) -> dict:\n"
+        "    import email.message\n\n"
+        "    msg = email.message.EmailMessage()\n"
+        "    msg['To'] = to\n"
+        "    return {'to': msg['To'], 'greeting': GREETING, 'type': msg.get_content_type()}\n"
+    )
+    done = local_cli(tmp_path, "run", f"{tmp_path}/email.py:send", "--param", "to=ana")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result == {"to": "ana", "greeting": "hello", "type": "text/plain"}
+
+
+def test_loading_a_target_leaves_sys_modules_and_sys_path_alone(tmp_path: Path) -> None:
+    from beluga_flows.cli import load_target
+
+    (tmp_path / "json.py").write_text("VALUE = 42\n")
+    before = list(sys.path)
+    assert load_target(f"{tmp_path}/json.py:VALUE") == 42
+    assert load_target(f"{tmp_path}/json.py:VALUE") == 42  # loaded once
+    assert json.dumps([1]) == "[1]" and sys.modules["json"] is json
+    assert sys.path[: len(before)] == before  # the file's folder is searched last
+
+
+def test_a_target_that_fails_to_import_is_invalid_config(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("import no_such_package_anywhere  # noqa\n")
+    done = local_cli(tmp_path, "run", f"{tmp_path}/broken.py:flow")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "[invalid_config]" in line
+    assert "broken.py" in line and "ModuleNotFoundError" in line
+    assert "no_such_package_anywhere" in line
+
+
+def test_a_wrong_param_is_invalid_input_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "greet.py").write_text(
+        "import beluga_flows as bf\n\n"
+        "@bf.flow\n"
+        "def greet(name: str, punctuation: str = '!') -> str:\n"
+        "    return 'hi ' + name + punctuation\n\n"
+        "@bf.flow\n"
+        "def clumsy(name: str) -> str:\n"
+        "    return len(name, 2)  # a TypeError inside the function\n"
+    )
+    done = local_cli(tmp_path, "run", f"{tmp_path}/greet.py:greet", "--param", "nme=ana")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "[invalid_input]" in line and "'nme'" in line
+    assert "name" in line and "punctuation" in line  # the ones it accepts
+    missing = local_cli(tmp_path, "run", f"{tmp_path}/greet.py:greet")
+    assert missing.returncode == 2 and "[invalid_input]" in missing.stderr
+    assert "'name'" in missing.stderr
+    ok = local_cli(tmp_path, "run", f"{tmp_path}/greet.py:greet", "--param", "name=ana")
+    assert ok.returncode == 0 and ok.stdout.strip() == "hi ana!", ok.stderr
+    inside = local_cli(tmp_path, "run", f"{tmp_path}/greet.py:clumsy", "--param", "name=ana")
+    assert inside.returncode != 0 and "[invalid_input]" not in inside.stderr
+    assert "len() takes exactly one argument" in inside.stderr  # the function's own error

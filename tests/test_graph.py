@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import operator
 import threading
+import uuid
 from typing import Any
 
 import pytest
 
 import beluga_flows as bf
 from beluga_flows import END, START, ErrorCode, NodeStatus, OrchestratorError
+from beluga_flows.decorators import StepSpec
 
 
 def code_of(fn: Any) -> OrchestratorError:
@@ -266,3 +269,87 @@ def test_node_overrides_are_validated_and_keep_the_steps_options() -> None:
     assert code_of(lambda: bf.Graph().add_node("c", bf.Chain([len]), timeout=1)).code is (
         ErrorCode.INVALID_CONFIG
     )
+
+
+# ------------------------------------------------------------------ a step as a node
+
+
+def _every_option_set() -> dict[str, Any]:
+    """A non-default value for every StepSpec field but the name."""
+    return {
+        "description": "fetches",
+        "retry_policy": bf.RetryPolicy(max_attempts=4),
+        "timeout": 7.0,
+        "cache": True,
+        "tags": ("io", "net"),
+        "track": False,
+        "circuit_breaker": "node-spec-breaker",
+        "concurrency": "node-spec-slots",
+        "max_concurrency": 2,
+        "rate_limit": "node-spec-rate",
+    }
+
+
+def test_a_step_as_a_node_keeps_every_spec_field() -> None:
+    options = _every_option_set()
+    fields = {f.name for f in dataclasses.fields(StepSpec)} - {"name"}
+    # A new StepSpec field must be added here, and so proven kept by a node.
+    assert set(options) == fields
+    defaults = StepSpec(name="x")
+    assert all(getattr(defaults, k) != v for k, v in options.items())
+
+    fetch = bf.step(**options)(identity)
+    node = bf.Graph().add_node("get", fetch)._nodes["get"]
+    assert isinstance(node, bf.Step) and node.name == node.spec.name == "get"
+    for f in dataclasses.fields(StepSpec):
+        if f.name != "name":
+            assert getattr(node.spec, f.name) == getattr(fetch.spec, f.name), f.name
+
+    policy = bf.RetryPolicy(max_attempts=2)
+    overridden = bf.Graph().add_node("get", fetch, retry_policy=policy, timeout=3, track=True)
+    spec = overridden._nodes["get"].spec  # type: ignore[attr-defined]
+    assert spec == dataclasses.replace(
+        fetch.spec, name="get", retry_policy=policy, timeout=3.0, track=True
+    )
+
+
+def test_a_node_keeps_its_steps_circuit_breaker() -> None:
+    breaker = bf.CircuitBreaker(f"node-breaker-{uuid.uuid4().hex[:8]}", failure_threshold=2)
+    calls: list[int] = []
+
+    @bf.step(circuit_breaker=breaker.name)
+    def call_api(state: dict[str, Any]) -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    g = bf.Graph(provider="local").add_node("api", call_api).set_entry_point("api")
+    for _ in range(2):
+        assert code_of(lambda: g.invoke({})).code is ErrorCode.EXECUTION_FAILED
+    assert breaker.state is bf.CircuitState.OPEN
+    err = code_of(lambda: g.invoke({}))
+    assert isinstance(err.__cause__, OrchestratorError)
+    assert err.__cause__.code is ErrorCode.CIRCUIT_BREAKER_OPEN and len(calls) == 2
+
+
+def test_a_node_keeps_its_steps_concurrency_and_rate_limits() -> None:
+    from beluga_flows.engine.local import LOCAL_LIMITS
+
+    slots = f"node-slots-{uuid.uuid4().hex[:8]}"
+    held: list[int] = []
+
+    @bf.step(concurrency=slots, max_concurrency=1)
+    def query(state: dict[str, Any]) -> None:
+        held.append(LOCAL_LIMITS.in_use(slots))  # this call holds the one slot
+
+    g = bf.Graph(provider="local").add_node("q", query).set_entry_point("q")
+    g.invoke({})
+    assert held == [1] and LOCAL_LIMITS.in_use(slots) == 0
+
+    @bf.step(rate_limit=f"undeclared-{uuid.uuid4().hex[:8]}")
+    def limited(state: dict[str, Any]) -> None:
+        return None
+
+    g = bf.Graph(provider="local").add_node("r", limited).set_entry_point("r")
+    err = code_of(lambda: g.invoke({}))
+    assert isinstance(err.__cause__, OrchestratorError)
+    assert err.__cause__.code is ErrorCode.NOT_FOUND  # the rate limit was looked up
