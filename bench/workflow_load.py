@@ -121,8 +121,8 @@ def main() -> None:
         env = {**os.environ, **server.client_env(), "PREFECT_LOGGING_LEVEL": "CRITICAL"}
         for n in (int(x) for x in args.runs.split(",")):
             done = subprocess.run(
-                [sys.executable, __file__, "--child", str(n), "--idle", str(args.idle)]
-                + ["--sample", str(args.sample)],
+                [sys.executable, __file__, "--child", str(n)]
+                + ["--idle", str(args.idle), "--sample", str(args.sample)],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -133,7 +133,7 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     poll = os.environ.get("BELUGA_FLOWS_WORKFLOW_POLL", "0.5")
     print(f"Live workflows waiting for a signal, one host process, poll {poll} s, SQLite server")
-    print("| live runs | start all (s) | idle API requests/s (all runs) | signal delivery median | max |")
+    print("| live runs | start all (s) | idle API requests/s (all runs) | delivery median | max |")
     print("|---|---|---|---|---|")
     for r in rows:
         print(
