@@ -120,9 +120,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalServer.start(Path(tmp) / "srv") as server:
         env = {**os.environ, **server.client_env(), "PREFECT_LOGGING_LEVEL": "CRITICAL"}
         for n in (int(x) for x in args.runs.split(",")):
+            command = [sys.executable, __file__, "--child", str(n), "--idle", str(args.idle)]
             done = subprocess.run(
-                [sys.executable, __file__, "--child", str(n)]
-                + ["--idle", str(args.idle), "--sample", str(args.sample)],
+                [*command, "--sample", str(args.sample)],
                 env=env,
                 capture_output=True,
                 text=True,
