@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from . import _execute, telemetry
 from ._breaker_store import BreakerState, BreakerStore, CircuitState, MemoryStore
 from ._validate import config_error, positive_int, seconds
-from .errors import ErrorCode, OrchestratorError, matches
+from .errors import CODE_RULES, ErrorCode, OrchestratorError, matches
 
 __all__ = [
     "BreakerConfig",
@@ -43,17 +43,6 @@ __all__ = [
 
 T = TypeVar("T")
 Listener = Callable[["CircuitBreaker", "CircuitState", "CircuitState"], Any]
-
-# Caller mistakes and control flow say nothing about the dependency's health.
-_NEUTRAL_CODES = frozenset(
-    {
-        ErrorCode.INVALID_CONFIG,
-        ErrorCode.INVALID_INPUT,
-        ErrorCode.NOT_FOUND,
-        ErrorCode.INVALID_STATE,
-        ErrorCode.TASK_CANCELED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -239,8 +228,8 @@ class CircuitBreaker:
         """Whether ``err`` says the dependency is unhealthy."""
         if not isinstance(err, Exception):
             return False
-        if isinstance(err, OrchestratorError) and err.code in _NEUTRAL_CODES:
-            return False
+        if isinstance(err, OrchestratorError) and CODE_RULES[err.code].neutral:
+            return False  # caller mistakes and control flow say nothing about health
         return not matches(err, self.exclude)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
