@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ._validate import config_error
+from ._validate import config_error, seconds
 from .errors import ErrorCode, OrchestratorError
 
 __all__ = ["BreakerState", "BreakerStore", "CircuitState", "MemoryStore", "RedisStore"]
@@ -34,12 +34,17 @@ class CircuitState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class BreakerState:
-    """What a store keeps for one breaker (JSON-friendly)."""
+    """What a store keeps for one breaker (JSON-friendly).
+
+    ``leases`` are the deadlines of the half-open probes in flight: a probe's slot is
+    a lease that expires after ``recovery_timeout``, so a probe that never reports
+    back (its process died, its store write failed) cannot hold it forever.
+    """
 
     state: CircuitState = CircuitState.CLOSED
     failures: int = 0  # consecutive, while closed
     opened_at: float | None = None
-    probes: int = 0  # half-open calls in flight
+    leases: tuple[float, ...] = field(default=())  # probe deadlines, oldest first
     successes: int = 0  # half-open successes so far
     outcomes: tuple[bool, ...] = field(default=())  # last `window` calls, True = failure
 
@@ -48,16 +53,23 @@ class BreakerState:
         return {
             **dataclasses.asdict(self),
             "state": self.state.value,
+            "leases": list(self.leases),
             "outcomes": list(self.outcomes),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BreakerState:
-        """The inverse of :meth:`to_json`."""
+        """The inverse of :meth:`to_json`.
+
+        Unknown keys are ignored; a record written before leases (a bare ``probes``
+        count, no deadlines) loads with no leases: its probes count as expired.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
         return cls(
             **{
-                **data,
+                **{k: v for k, v in data.items() if k in known},
                 "state": CircuitState(data["state"]),
+                "leases": tuple(data.get("leases", ())),
                 "outcomes": tuple(data.get("outcomes", ())),
             }
         )
@@ -107,9 +119,19 @@ class RedisStore(BreakerStore):
 
         store = RedisStore("redis://127.0.0.1:6379/0")
         bf.CircuitBreaker("llm", store=store)
+
+    A record not written for ``ttl`` seconds (a day by default, ``None``: never)
+    expires; a closed breaker with nothing counted is not stored at all.
     """
 
-    def __init__(self, url: str, *, prefix: str = "beluga:breaker:", timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "beluga:breaker:",
+        timeout: float = 2.0,
+        ttl: float | None = 86400.0,
+    ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise config_error(
                 "breaker", f"store URL must be redis://, rediss:// or unix://, got {url!r}"
@@ -119,6 +141,11 @@ class RedisStore(BreakerStore):
         self.url = url
         self.prefix = prefix
         self._timeout = timeout
+        # Stale state does not live forever: a record nobody has written for `ttl`
+        # seconds expires (a breaker nobody called for a day). Keep it well above
+        # every recovery_timeout so an OPEN record outlives its recovery time.
+        ttl_ms = seconds("breaker", "ttl", ttl)
+        self._ttl_ms = None if ttl_ms is None else max(1, int(ttl_ms * 1000))
         self._make: Callable[[], Any] = lambda: aioredis.Redis.from_url(  # type: ignore[no-untyped-call]
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
@@ -165,7 +192,10 @@ class RedisStore(BreakerStore):
                             await pipe.unwatch()
                             return old, new, result
                         pipe.multi()
-                        pipe.set(key, json.dumps(new.to_json()))
+                        if new == BreakerState():
+                            pipe.delete(key)  # closed with nothing counted: nothing to keep
+                        else:
+                            pipe.set(key, json.dumps(new.to_json()), px=self._ttl_ms)
                         await pipe.execute()
                         return old, new, result
                     except WatchError:

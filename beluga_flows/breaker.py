@@ -39,6 +39,7 @@ __all__ = [
     "admit",
     "get_breaker",
     "record",
+    "release",
 ]
 
 T = TypeVar("T")
@@ -75,14 +76,29 @@ def visible_state(cfg: BreakerConfig, st: BreakerState, now: float) -> CircuitSt
 
 
 def admit(cfg: BreakerConfig, st: BreakerState, now: float) -> tuple[BreakerState, bool, bool]:
-    """May a call go through? Returns ``(new state, allowed, is_probe)``."""
+    """May a call go through? Returns ``(new state, allowed, is_probe)``.
+
+    A half-open probe takes a lease until ``now + recovery_timeout``; expired leases
+    (probes that never reported back) are dropped first.
+    """
     if visible_state(cfg, st, now) is CircuitState.HALF_OPEN and st.state is CircuitState.OPEN:
         st = BreakerState(state=CircuitState.HALF_OPEN)
     if st.state is CircuitState.CLOSED:
         return st, True, False
-    if st.state is CircuitState.HALF_OPEN and st.probes < cfg.half_open_max_calls:
-        return dataclasses.replace(st, probes=st.probes + 1), True, True
+    if st.state is CircuitState.HALF_OPEN:
+        live = tuple(deadline for deadline in st.leases if deadline > now)
+        if len(live) < cfg.half_open_max_calls:
+            leases = tuple(sorted((*live, now + cfg.recovery_timeout)))
+            return dataclasses.replace(st, leases=leases), True, True
     return st, False, False
+
+
+def release(st: BreakerState) -> BreakerState:
+    """A probe gives its lease back without a verdict (leases are interchangeable:
+    the oldest goes)."""
+    if st.state is not CircuitState.HALF_OPEN or not st.leases:
+        return st
+    return dataclasses.replace(st, leases=st.leases[1:])
 
 
 def record(
@@ -95,7 +111,7 @@ def record(
         successes = st.successes + 1
         if successes >= cfg.success_threshold:
             return BreakerState()
-        return dataclasses.replace(st, probes=st.probes - 1, successes=successes)
+        return dataclasses.replace(release(st), successes=successes)
     if st.state is not CircuitState.CLOSED:
         return st  # a call admitted before the breaker opened: too late to matter
     if not failed and not st.failures and not cfg.window:

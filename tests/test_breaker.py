@@ -69,6 +69,26 @@ def test_a_failed_probe_reopens() -> None:
     assert st.state is OPEN and st.opened_at == 6
 
 
+def test_a_probe_slot_is_a_lease_that_expires_after_the_recovery_timeout() -> None:
+    # issue 11: a probe that never reported back (its process died) held its slot forever
+    cfg = BreakerConfig(recovery_timeout=10)
+    st, ok, probe = admit(cfg, BreakerState(state=OPEN, opened_at=0), now=10)
+    assert ok and probe
+    assert admit(cfg, st, 19.9)[1] is False  # the lease holds the only slot
+    st, ok, probe = admit(cfg, st, 20)  # the first probe never reported: its lease expired
+    assert ok and probe and st.leases == (30,)
+    assert record(cfg, st, False, True, now=21) == BreakerState()
+
+
+def test_a_stored_record_from_before_leases_still_loads_and_is_not_stuck() -> None:
+    old = {"state": "half_open", "failures": 0, "opened_at": None, "probes": 1}
+    st = BreakerState.from_json({**old, "successes": 0, "outcomes": []})
+    assert st.state is HALF and st.leases == ()  # a probe count without deadlines
+    assert admit(BreakerConfig(), st, now=0)[1] is True
+    again = BreakerState.from_json(st.to_json())
+    assert again == st
+
+
 # ------------------------------------------------------------------ the breaker object
 
 
@@ -200,6 +220,22 @@ def test_store_round_trip(store: bf.BreakerStore) -> None:
         assert await store.load(name) == opened
 
     asyncio.run(scenario())
+
+
+def test_redis_records_expire_when_stale_and_a_clean_closed_one_is_not_kept(
+    redis_url: str,
+) -> None:
+    import redis
+
+    name, raw = unique(), redis.Redis.from_url(redis_url)
+    breaker = bf.CircuitBreaker(name, store=bf.RedisStore(redis_url, ttl=600))
+    breaker.trip()
+    assert 0 < raw.pttl(f"beluga:breaker:{name}") <= 600_000
+    breaker.reset()
+    assert raw.exists(f"beluga:breaker:{name}") == 0
+    with pytest.raises(OrchestratorError) as info:
+        bf.RedisStore(redis_url, ttl=-1)
+    assert info.value.code is ErrorCode.INVALID_CONFIG
 
 
 def test_store_admits_exactly_the_probe_budget_under_contention(store: bf.BreakerStore) -> None:
