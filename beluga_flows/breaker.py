@@ -264,9 +264,10 @@ class CircuitBreaker:
         try:
             result = await fn()
         except BaseException as err:
-            failed = self.counts_as_failure(err)
-            if failed or probe:
-                await self._finish(failed, probe)
+            if self.counts_as_failure(err):
+                await self._finish(True, probe)
+            elif probe:  # cancelled, or a neutral code: no verdict, the lease goes back
+                await self._finish(None, probe)
             raise
         failed = slow is not None and time.perf_counter() - start > slow
         if failed or probe or not clean:  # a clean closed breaker has nothing to record
@@ -298,9 +299,15 @@ class CircuitBreaker:
 
         return guarded_sync
 
-    async def _finish(self, failed: bool, probe: bool) -> None:
-        now = self.clock()
-        await self._change(lambda st: (record(self.config, st, failed, probe, now), None))
+    async def _finish(self, failed: bool | None, probe: bool) -> None:
+        """Report an admitted call; ``failed=None`` reports nothing but frees the lease."""
+        now, cfg = self.clock(), self.config
+
+        def report(st: BreakerState) -> tuple[BreakerState, None]:
+            new = release(st) if failed is None else record(cfg, st, failed, probe, now)
+            return new, None
+
+        await self._change(report)
 
     async def _change(self, fn: Callable[[BreakerState], tuple[BreakerState, Any]]) -> Any:
         store = self.store

@@ -122,6 +122,42 @@ def test_open_breaker_fails_fast_then_recovers() -> None:
     assert changes == [(CLOSED, OPEN), (OPEN, HALF), (HALF, CLOSED)]
 
 
+def test_a_cancelled_or_neutral_probe_reports_nothing_and_frees_its_slot() -> None:
+    # issue 11: either closed the breaker as if the probe had succeeded
+    clock = FakeClock(0)
+    breaker = bf.CircuitBreaker(unique(), recovery_timeout=10, clock=clock)
+
+    async def mistake() -> None:
+        raise OrchestratorError("x", "bad input", ErrorCode.INVALID_INPUT)
+
+    async def ok() -> str:
+        return "up"
+
+    async def scenario() -> None:
+        await breaker.atrip()
+        clock.advance(10)
+        with pytest.raises(OrchestratorError):
+            await breaker.call(mistake)
+        assert await breaker.astate() is HALF
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(breaker.call(hang))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await breaker.astate() is HALF
+        assert (await breaker.store.load(breaker.name)).leases == ()  # both slots came back
+        assert await breaker.call(ok) == "up"  # the next probe goes out (no clock moved)
+        assert await breaker.astate() is CLOSED
+
+    asyncio.run(scenario())
+
+
 def test_slow_calls_count_as_failures_and_caller_mistakes_do_not() -> None:
     breaker = bf.CircuitBreaker(unique(), failure_threshold=2, slow_call_duration=0.01)
 
