@@ -10,15 +10,18 @@ across all of them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import enum
 import json
 import threading
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ._validate import config_error, seconds
+from ._validate import config_error, positive_int, seconds
 from .errors import ErrorCode, OrchestratorError
 
 __all__ = ["BreakerState", "BreakerStore", "CircuitState", "MemoryStore", "RedisStore"]
@@ -120,6 +123,11 @@ class RedisStore(BreakerStore):
         store = RedisStore("redis://127.0.0.1:6379/0")
         bf.CircuitBreaker("llm", store=store)
 
+    One client per store, whatever the caller: a thread-safe connection pool driven
+    from a small private thread pool (async callers await it, sync callers such as
+    ``breaker.state`` from a Flask handler reuse it), so connections stay bounded by
+    ``max_connections``. :meth:`close` releases them (also done at exit).
+
     A record not written for ``ttl`` seconds (a day by default, ``None``: never)
     expires; a closed breaker with nothing counted is not stored at all.
     """
@@ -131,74 +139,89 @@ class RedisStore(BreakerStore):
         prefix: str = "beluga:breaker:",
         timeout: float = 2.0,
         ttl: float | None = 86400.0,
+        max_connections: int = 4,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise config_error(
                 "breaker", f"store URL must be redis://, rediss:// or unix://, got {url!r}"
             )
-        import redis.asyncio as aioredis
+        import redis
 
         self.url = url
         self.prefix = prefix
-        self._timeout = timeout
         # Stale state does not live forever: a record nobody has written for `ttl`
         # seconds expires (a breaker nobody called for a day). Keep it well above
         # every recovery_timeout so an OPEN record outlives its recovery time.
-        ttl_ms = seconds("breaker", "ttl", ttl)
-        self._ttl_ms = None if ttl_ms is None else max(1, int(ttl_ms * 1000))
-        self._make: Callable[[], Any] = lambda: aioredis.Redis.from_url(  # type: ignore[no-untyped-call]
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+        ttl_s = seconds("breaker", "ttl", ttl)
+        self._ttl_ms = None if ttl_s is None else max(1, int(ttl_s * 1000))
+        workers = positive_int("breaker", "max_connections", max_connections)
+        wait = seconds("breaker", "timeout", timeout, allow_none=False)
+        # A sync client: its pool is thread-safe and bound to no event loop (an
+        # asyncio client belongs to the loop it first ran on, and sync callers get
+        # a fresh loop per call). One connection per worker thread at most.
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=wait, socket_connect_timeout=wait, max_connections=workers
         )
-        self._clients: dict[int, Any] = {}  # one client per event loop
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="beluga-breaker-redis")
+        self._closed = False
+        atexit.register(_close_at_exit, weakref.ref(self))
 
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None:
-            client = self._clients[id(loop)] = self._make()
-        return client
+    def close(self) -> None:
+        """Close the connections and the threads (idempotent; later calls fail)."""
+        if not self._closed:
+            self._closed = True
+            self._threads.shutdown(wait=False)
+            self._redis.close()
 
-    def _unreachable(self, name: str, err: BaseException) -> OrchestratorError:
-        return OrchestratorError(
-            "breaker",
-            f"breaker {name!r}: store {self.url} unreachable: {err}",
-            ErrorCode.RESOURCE_EXHAUSTED,
-            breaker=name,
-        )
-
-    async def load(self, name: str) -> BreakerState:
+    async def _run(self, name: str, fn: Callable[[], Any]) -> Any:
         from redis.exceptions import RedisError
 
+        if self._closed:
+            raise OrchestratorError(
+                "breaker", f"breaker {name!r}: store {self.url} is closed", ErrorCode.INVALID_STATE
+            )
         try:
-            raw = await self._client().get(self.prefix + name)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
         except (RedisError, OSError) as err:
-            raise self._unreachable(name, err) from err
+            raise OrchestratorError(
+                "breaker",
+                f"breaker {name!r}: store {self.url} unreachable: {err}",
+                ErrorCode.RESOURCE_EXHAUSTED,
+                breaker=name,
+            ) from err
+
+    async def load(self, name: str) -> BreakerState:
+        raw = await self._run(name, lambda: self._redis.get(self.prefix + name))
         return BreakerState.from_json(json.loads(raw)) if raw else BreakerState()
 
     async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
-        from redis.exceptions import RedisError, WatchError
+        return await self._run(name, lambda: self._transaction(self.prefix + name, fn))  # type: ignore[no-any-return]
 
-        key = self.prefix + name
-        client = self._client()
-        try:
-            async with client.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        old = BreakerState.from_json(json.loads(raw)) if raw else BreakerState()
-                        new, result = fn(old)
-                        if new is old:
-                            await pipe.unwatch()
-                            return old, new, result
-                        pipe.multi()
-                        if new == BreakerState():
-                            pipe.delete(key)  # closed with nothing counted: nothing to keep
-                        else:
-                            pipe.set(key, json.dumps(new.to_json()), px=self._ttl_ms)
-                        await pipe.execute()
+    def _transaction(self, key: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        from redis.exceptions import WatchError
+
+        with self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    old = BreakerState.from_json(json.loads(raw)) if raw else BreakerState()
+                    new, result = fn(old)
+                    if new is old:
+                        pipe.unwatch()
                         return old, new, result
-                    except WatchError:
-                        continue  # another process changed it: decide again on fresh state
-        except (RedisError, OSError) as err:
-            raise self._unreachable(name, err) from err
+                    pipe.multi()
+                    if new == BreakerState():
+                        pipe.delete(key)  # closed with nothing counted: nothing to keep
+                    else:
+                        pipe.set(key, json.dumps(new.to_json()), px=self._ttl_ms)
+                    pipe.execute()
+                    return old, new, result
+                except WatchError:
+                    continue  # another process changed it: decide again on fresh state
+
+
+def _close_at_exit(ref: weakref.ref[RedisStore]) -> None:
+    store = ref()
+    if store is not None:
+        store.close()

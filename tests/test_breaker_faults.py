@@ -65,3 +65,21 @@ def test_a_killed_probe_frees_its_slot_after_the_recovery_timeout(redis_url: str
     clock.now = 1020  # its lease expired: this process's probe gets through
     assert asyncio.run(breaker.call(ok)) == "up"
     assert breaker.state is CLOSED
+
+
+def test_sync_callers_share_one_bounded_set_of_connections(server: RedisProc) -> None:
+    # issue 11: a client per event loop, and sync callers got a fresh loop per call:
+    # one leaked socket per request
+    store = bf.RedisStore(server.url)
+    breaker = bf.CircuitBreaker(unique("conn"), window=10, failure_rate=0.9, store=store)
+
+    @breaker
+    def lookup(i: int) -> int:
+        return i
+
+    for i in range(200):
+        assert breaker.state is CLOSED
+        assert lookup(i) == i
+    assert server.clients() <= 6  # the store's few pooled connections and this reader
+    store.close()
+    assert server.clients() == 1  # closed: only the reader is left
