@@ -14,17 +14,29 @@ import atexit
 import dataclasses
 import enum
 import json
+import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from . import telemetry
 from ._validate import config_error, positive_int, seconds
 from .errors import ErrorCode, OrchestratorError
 
-__all__ = ["BreakerState", "BreakerStore", "CircuitState", "MemoryStore", "RedisStore"]
+__all__ = [
+    "BreakerState",
+    "BreakerStore",
+    "CircuitState",
+    "FallbackStore",
+    "MemoryStore",
+    "RedisStore",
+]
+
+_log = logging.getLogger("beluga_flows.breaker")
 
 
 class CircuitState(enum.StrEnum):
@@ -113,6 +125,68 @@ class MemoryStore(BreakerStore):
             if new is not old:
                 self._states[name] = new
         return old, new, result
+
+
+class FallbackStore(BreakerStore):
+    """A shared store, with process-local state while it cannot be reached.
+
+    When the shared store fails, the breaker goes on from a local copy of the last
+    state it saw there (an open breaker stays open), logs one warning per outage and
+    counts every failed operation (``<prefix>.breaker.store_errors``). It tries the
+    shared store again ``retry_after`` seconds later (not on every call: a paused
+    server would cost ``timeout`` per call); once it answers, the shared state is
+    authoritative again and the local one is dropped (what the local state decided
+    during the outage is not written through: the shared state may have moved on).
+    """
+
+    def __init__(self, shared: BreakerStore, retry_after: float = 1.0) -> None:
+        self.shared, self.local, self.retry_after = shared, MemoryStore(), retry_after
+        self._last: dict[str, BreakerState] = {}  # the last state seen in the shared store
+        self._retry_at: float | None = None  # monotonic; None while the shared store answers
+
+    async def load(self, name: str) -> BreakerState:
+        if self._reachable():
+            try:
+                st = self._last[name] = await self.shared.load(name)
+            except Exception as err:
+                self._failed(name, "load", err)
+            else:
+                self._recovered(name)
+                return st
+        return await self.local.load(name)
+
+    async def update(self, name: str, fn: Update) -> tuple[BreakerState, BreakerState, Any]:
+        if self._reachable():
+            try:
+                old, new, result = await self.shared.update(name, fn)
+            except Exception as err:
+                self._failed(name, "update", err)
+            else:
+                self._last[name] = new
+                self._recovered(name)
+                return old, new, result
+        return self.local.apply(name, fn)  # fn is pure: deciding again locally is safe
+
+    def _reachable(self) -> bool:
+        return self._retry_at is None or time.monotonic() >= self._retry_at
+
+    def _failed(self, name: str, op: str, err: Exception) -> None:
+        telemetry.record_breaker_store_error(name, op)
+        if self._retry_at is None:  # the outage starts: once per outage
+            last = self._last.get(name, BreakerState())
+            self.local.apply(name, lambda st: (last, None))
+            _log.warning(
+                "breaker %r: store unreachable, using process-local state until it "
+                "answers again: %s",
+                name,
+                err,
+            )
+        self._retry_at = time.monotonic() + self.retry_after
+
+    def _recovered(self, name: str) -> None:
+        if self._retry_at is not None:
+            self._retry_at = None
+            _log.info("breaker %r: store reachable again, using its shared state", name)
 
 
 class RedisStore(BreakerStore):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _execute, telemetry
-from ._breaker_store import BreakerState, BreakerStore, CircuitState, MemoryStore
+from ._breaker_store import BreakerState, BreakerStore, CircuitState, FallbackStore, MemoryStore
 from ._validate import config_error, positive_int, seconds
 from .errors import CODE_RULES, ErrorCode, OrchestratorError, matches
 
@@ -192,6 +192,8 @@ class CircuitBreaker:
             slow_call_duration=seconds("breaker", "slow_call_duration", slow_call_duration),
         )
         self.store: BreakerStore = store if store is not None else MemoryStore()
+        # A shared store that fails never fails a call: process-local state stands in.
+        self._guarded = self.store if type(self.store) is MemoryStore else FallbackStore(self.store)
         self.exclude = tuple(exclude) if isinstance(exclude, tuple | list) else (exclude,)
         if not all(
             isinstance(e, ErrorCode) or (isinstance(e, type) and issubclass(e, BaseException))
@@ -211,12 +213,12 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state (``half_open`` as soon as the recovery time has passed)."""
-        st = _execute.run_sync(lambda: self.store.load(self.name))
+        st = _execute.run_sync(lambda: self._guarded.load(self.name))
         return visible_state(self.config, st, self.clock())
 
     async def astate(self) -> CircuitState:
         """:attr:`state`, awaitable."""
-        return visible_state(self.config, await self.store.load(self.name), self.clock())
+        return visible_state(self.config, await self._guarded.load(self.name), self.clock())
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old, new)`` on every state change this process sees."""
@@ -310,7 +312,7 @@ class CircuitBreaker:
         await self._change(report)
 
     async def _change(self, fn: Callable[[BreakerState], tuple[BreakerState, Any]]) -> Any:
-        store = self.store
+        store = self._guarded
         if type(store) is MemoryStore:  # in-process: no need for a coroutine per call
             old, new, result = store.apply(self.name, fn)
         else:
