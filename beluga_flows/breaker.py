@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _execute, telemetry
-from ._breaker_store import BreakerState, BreakerStore, CircuitState, MemoryStore
+from ._breaker_store import BreakerState, BreakerStore, CircuitState, FallbackStore, MemoryStore
 from ._validate import config_error, positive_int, seconds
-from .errors import ErrorCode, OrchestratorError, matches
+from .errors import CODE_RULES, ErrorCode, OrchestratorError, matches
 
 __all__ = [
     "BreakerConfig",
@@ -39,21 +39,11 @@ __all__ = [
     "admit",
     "get_breaker",
     "record",
+    "release",
 ]
 
 T = TypeVar("T")
 Listener = Callable[["CircuitBreaker", "CircuitState", "CircuitState"], Any]
-
-# Caller mistakes and control flow say nothing about the dependency's health.
-_NEUTRAL_CODES = frozenset(
-    {
-        ErrorCode.INVALID_CONFIG,
-        ErrorCode.INVALID_INPUT,
-        ErrorCode.NOT_FOUND,
-        ErrorCode.INVALID_STATE,
-        ErrorCode.TASK_CANCELED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -86,14 +76,29 @@ def visible_state(cfg: BreakerConfig, st: BreakerState, now: float) -> CircuitSt
 
 
 def admit(cfg: BreakerConfig, st: BreakerState, now: float) -> tuple[BreakerState, bool, bool]:
-    """May a call go through? Returns ``(new state, allowed, is_probe)``."""
+    """May a call go through? Returns ``(new state, allowed, is_probe)``.
+
+    A half-open probe takes a lease until ``now + recovery_timeout``; expired leases
+    (probes that never reported back) are dropped first.
+    """
     if visible_state(cfg, st, now) is CircuitState.HALF_OPEN and st.state is CircuitState.OPEN:
         st = BreakerState(state=CircuitState.HALF_OPEN)
     if st.state is CircuitState.CLOSED:
         return st, True, False
-    if st.state is CircuitState.HALF_OPEN and st.probes < cfg.half_open_max_calls:
-        return dataclasses.replace(st, probes=st.probes + 1), True, True
+    if st.state is CircuitState.HALF_OPEN:
+        live = tuple(deadline for deadline in st.leases if deadline > now)
+        if len(live) < cfg.half_open_max_calls:
+            leases = tuple(sorted((*live, now + cfg.recovery_timeout)))
+            return dataclasses.replace(st, leases=leases), True, True
     return st, False, False
+
+
+def release(st: BreakerState) -> BreakerState:
+    """A probe gives its lease back without a verdict (leases are interchangeable:
+    the oldest goes)."""
+    if st.state is not CircuitState.HALF_OPEN or not st.leases:
+        return st
+    return dataclasses.replace(st, leases=st.leases[1:])
 
 
 def record(
@@ -106,7 +111,7 @@ def record(
         successes = st.successes + 1
         if successes >= cfg.success_threshold:
             return BreakerState()
-        return dataclasses.replace(st, probes=st.probes - 1, successes=successes)
+        return dataclasses.replace(release(st), successes=successes)
     if st.state is not CircuitState.CLOSED:
         return st  # a call admitted before the breaker opened: too late to matter
     if not failed and not st.failures and not cfg.window:
@@ -187,6 +192,8 @@ class CircuitBreaker:
             slow_call_duration=seconds("breaker", "slow_call_duration", slow_call_duration),
         )
         self.store: BreakerStore = store if store is not None else MemoryStore()
+        # A shared store that fails never fails a call: process-local state stands in.
+        self._guarded = self.store if type(self.store) is MemoryStore else FallbackStore(self.store)
         self.exclude = tuple(exclude) if isinstance(exclude, tuple | list) else (exclude,)
         if not all(
             isinstance(e, ErrorCode) or (isinstance(e, type) and issubclass(e, BaseException))
@@ -206,12 +213,12 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state (``half_open`` as soon as the recovery time has passed)."""
-        st = _execute.run_sync(lambda: self.store.load(self.name))
+        st = _execute.run_sync(lambda: self._guarded.load(self.name))
         return visible_state(self.config, st, self.clock())
 
     async def astate(self) -> CircuitState:
         """:attr:`state`, awaitable."""
-        return visible_state(self.config, await self.store.load(self.name), self.clock())
+        return visible_state(self.config, await self._guarded.load(self.name), self.clock())
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(breaker, old, new)`` on every state change this process sees."""
@@ -239,8 +246,8 @@ class CircuitBreaker:
         """Whether ``err`` says the dependency is unhealthy."""
         if not isinstance(err, Exception):
             return False
-        if isinstance(err, OrchestratorError) and err.code in _NEUTRAL_CODES:
-            return False
+        if isinstance(err, OrchestratorError) and CODE_RULES[err.code].neutral:
+            return False  # caller mistakes and control flow say nothing about health
         return not matches(err, self.exclude)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -259,9 +266,10 @@ class CircuitBreaker:
         try:
             result = await fn()
         except BaseException as err:
-            failed = self.counts_as_failure(err)
-            if failed or probe:
-                await self._finish(failed, probe)
+            if self.counts_as_failure(err):
+                await self._finish(True, probe)
+            elif probe:  # cancelled, or a neutral code: no verdict, the lease goes back
+                await self._finish(None, probe)
             raise
         failed = slow is not None and time.perf_counter() - start > slow
         if failed or probe or not clean:  # a clean closed breaker has nothing to record
@@ -293,12 +301,18 @@ class CircuitBreaker:
 
         return guarded_sync
 
-    async def _finish(self, failed: bool, probe: bool) -> None:
-        now = self.clock()
-        await self._change(lambda st: (record(self.config, st, failed, probe, now), None))
+    async def _finish(self, failed: bool | None, probe: bool) -> None:
+        """Report an admitted call; ``failed=None`` reports nothing but frees the lease."""
+        now, cfg = self.clock(), self.config
+
+        def report(st: BreakerState) -> tuple[BreakerState, None]:
+            new = release(st) if failed is None else record(cfg, st, failed, probe, now)
+            return new, None
+
+        await self._change(report)
 
     async def _change(self, fn: Callable[[BreakerState], tuple[BreakerState, Any]]) -> Any:
-        store = self.store
+        store = self._guarded
         if type(store) is MemoryStore:  # in-process: no need for a coroutine per call
             old, new, result = store.apply(self.name, fn)
         else:

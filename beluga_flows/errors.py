@@ -1,16 +1,48 @@
-"""The one error type of beluga_flows, its codes, and the retry classification.
+"""The one error type of beluga_flows, its codes, and the one table that classifies them.
 
 Hierarchy::
 
     Exception
     └── OrchestratorError            .op .code .err .retryable (+ .step, .attempts, .run_id
                                       when known)
-          codes (ErrorCode, a str enum):
-            retryable      timeout, dependency_failed, resource_exhausted,
-                           circuit_breaker_open, rate_limit_exceeded
-            not retryable  invalid_config, execution_failed, invalid_state, not_found,
-                           invalid_input, workflow_deadlock, task_canceled,
-                           max_retries_exceeded
+
+Every :class:`ErrorCode` has one row in :data:`CODE_RULES`, and everything that
+classifies an error reads that row: :attr:`OrchestratorError.retryable` and
+:func:`is_retryable`, the default :meth:`RetryPolicy.should_retry
+<beluga_flows.retry.RetryPolicy.should_retry>` and
+:meth:`CircuitBreaker.counts_as_failure
+<beluga_flows.breaker.CircuitBreaker.counts_as_failure>`. A code is in one of three
+classes:
+
+=========  ====================================================  =========  ==========
+class      codes                                                 retryable  breaker
+=========  ====================================================  =========  ==========
+transient  timeout, dependency_failed, resource_exhausted,        yes        a failure
+           circuit_breaker_open, rate_limit_exceeded
+failure    execution_failed, max_retries_exceeded                no         a failure
+mistake    invalid_config, invalid_input, not_found,             no         neutral
+           invalid_state, task_canceled, workflow_deadlock
+=========  ====================================================  =========  ==========
+
+* ``retryable`` means "the default retry policy retries it": ``err.retryable``,
+  ``is_retryable(err)`` and ``RetryPolicy().should_retry(err)`` give one answer for
+  an error with a code. A *failure* is not retried by default: a cause-less
+  ``EXECUTION_FAILED`` is an error its raiser classified as failed without saying it
+  is transient, and ``MAX_RETRIES_EXCEEDED`` says a retry budget is already spent
+  (retrying it again multiplies nested budgets).
+* An ``EXECUTION_FAILED`` that wraps a cause (a chain naming its failing step) is
+  judged by the retry policy by that cause, and an exception without a code (a
+  plain ``ValueError`` from your function) is retried by the default policy: only a
+  code can say an error is permanent. ``is_retryable`` is stricter for those: it is
+  True only for errors known to be transient (``TimeoutError``, ``ConnectionError``,
+  httpx transport errors, HTTP 429/502/503/504).
+* *neutral* codes never count against a circuit breaker: they say nothing about the
+  dependency's health (the caller's mistake, or control flow).
+
+Changed by issue 11 (the tables disagreed): the default policy no longer retries a
+cause-less ``EXECUTION_FAILED`` or ``MAX_RETRIES_EXCEEDED``, and a
+``WORKFLOW_DEADLOCK`` (a workflow's structure, not a dependency) no longer counts
+against a breaker.
 
 Control flow (cancellation, pause, terminate) is not an error: it travels as
 ``BaseException`` subclasses (``asyncio.CancelledError``, Prefect's signals) that
@@ -30,9 +62,21 @@ from __future__ import annotations
 import enum
 import pickle
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["RETRYABLE_CODES", "ErrorCode", "OrchestratorError", "is_retryable", "matches"]
+__all__ = [
+    "CODE_RULES",
+    "NEUTRAL_CODES",
+    "RETRYABLE_CODES",
+    "CodeRule",
+    "ErrorCode",
+    "OrchestratorError",
+    "is_retryable",
+    "matches",
+]
 
 
 class ErrorCode(enum.StrEnum):
@@ -53,15 +97,37 @@ class ErrorCode(enum.StrEnum):
     MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
 
 
-RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
+@dataclass(frozen=True)
+class CodeRule:
+    """How one code is classified: retried by default? neutral for a breaker?"""
+
+    retryable: bool
+    neutral: bool
+
+
+_TRANSIENT = CodeRule(retryable=True, neutral=False)
+_FAILURE = CodeRule(retryable=False, neutral=False)
+_MISTAKE = CodeRule(retryable=False, neutral=True)
+
+CODE_RULES: Mapping[ErrorCode, CodeRule] = MappingProxyType(
     {
-        ErrorCode.TIMEOUT,
-        ErrorCode.DEPENDENCY_FAILED,
-        ErrorCode.RESOURCE_EXHAUSTED,
-        ErrorCode.CIRCUIT_BREAKER_OPEN,
-        ErrorCode.RATE_LIMIT_EXCEEDED,
+        ErrorCode.INVALID_CONFIG: _MISTAKE,
+        ErrorCode.EXECUTION_FAILED: _FAILURE,
+        ErrorCode.TIMEOUT: _TRANSIENT,
+        ErrorCode.DEPENDENCY_FAILED: _TRANSIENT,
+        ErrorCode.RESOURCE_EXHAUSTED: _TRANSIENT,
+        ErrorCode.INVALID_STATE: _MISTAKE,
+        ErrorCode.NOT_FOUND: _MISTAKE,
+        ErrorCode.CIRCUIT_BREAKER_OPEN: _TRANSIENT,
+        ErrorCode.RATE_LIMIT_EXCEEDED: _TRANSIENT,
+        ErrorCode.INVALID_INPUT: _MISTAKE,
+        ErrorCode.WORKFLOW_DEADLOCK: _MISTAKE,
+        ErrorCode.TASK_CANCELED: _MISTAKE,
+        ErrorCode.MAX_RETRIES_EXCEEDED: _FAILURE,
     }
 )
+RETRYABLE_CODES = frozenset(c for c, rule in CODE_RULES.items() if rule.retryable)
+NEUTRAL_CODES = frozenset(c for c, rule in CODE_RULES.items() if rule.neutral)
 
 _TRANSIENT_HTTP_STATUS = frozenset({429, 502, 503, 504})
 
@@ -100,8 +166,8 @@ class OrchestratorError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """True when retrying the same operation may succeed (see ``RETRYABLE_CODES``)."""
-        return self.code in RETRYABLE_CODES
+        """Whether the default retry policy retries this code (see ``CODE_RULES``)."""
+        return CODE_RULES[self.code].retryable
 
     def __str__(self) -> str:
         return f"orchestrator {self.op} [{self.code.value}]: {self.message}"

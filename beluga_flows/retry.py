@@ -24,20 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._validate import config_error, positive_int, seconds
-from .errors import ErrorCode, OrchestratorError, matches
+from .errors import CODE_RULES, ErrorCode, OrchestratorError, matches
 
 __all__ = ["NON_RETRYABLE_CODES", "RetryOn", "RetryPolicy"]
 
-NON_RETRYABLE_CODES: frozenset[ErrorCode] = frozenset(
-    {
-        ErrorCode.INVALID_CONFIG,
-        ErrorCode.INVALID_INPUT,
-        ErrorCode.NOT_FOUND,
-        ErrorCode.INVALID_STATE,
-        ErrorCode.TASK_CANCELED,
-        ErrorCode.WORKFLOW_DEADLOCK,
-    }
-)
+# Read from the one table in errors.py (what each code means for a retry and a breaker).
+NON_RETRYABLE_CODES = frozenset(c for c, rule in CODE_RULES.items() if not rule.retryable)
 
 RetryOn = Callable[[BaseException], bool] | tuple[type[BaseException] | ErrorCode, ...]
 _MAX_ATTEMPTS = 1000
@@ -62,8 +54,9 @@ class RetryPolicy:
     ``max_attempts`` counts the first call. The delay before attempt ``n + 1`` is
     ``min(max_delay, initial_delay * multiplier ** (n - 1))`` spread by ``±jitter``
     (a fraction). ``retry_on`` is a predicate or a tuple of exception types and
-    ``ErrorCode``s; by default everything is retried except the non-retryable codes
-    and control flow (cancellation is a ``BaseException``, never retried).
+    ``ErrorCode``s; by default an error with a code is retried when its code is
+    retryable (:data:`~beluga_flows.errors.CODE_RULES`), an exception without one
+    is retried, and control flow never is (cancellation is a ``BaseException``).
     """
 
     max_attempts: int = 3
@@ -105,7 +98,8 @@ class RetryPolicy:
             return False
         retry_on = self.retry_on
         if retry_on is None:
-            return not (isinstance(err, OrchestratorError) and err.code in NON_RETRYABLE_CODES)
+            # only a code can say an error is permanent: an uncoded one is retried
+            return not isinstance(err, OrchestratorError) or err.retryable
         if callable(retry_on):
             return bool(retry_on(err))
         return matches(err, retry_on)

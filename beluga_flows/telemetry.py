@@ -26,6 +26,7 @@ from .errors import OrchestratorError
 
 __all__ = [
     "record_breaker_change",
+    "record_breaker_store_error",
     "DEFAULT_PREFIX",
     "execution",
     "instruments",
@@ -148,3 +149,17 @@ def record_breaker_change(breaker: Any, old: Any, new: Any) -> None:
             f"{DEFAULT_PREFIX}.breaker.state_changes", description="circuit breaker state changes"
         )
     _breaker_changes.add(1, {"breaker.name": breaker.name, "from": str(old), "to": str(new)})
+
+
+_breaker_store_errors: metrics.Counter | None = None
+
+
+def record_breaker_store_error(name: str, op: str) -> None:
+    """Count failed breaker store operations: ``<prefix>.breaker.store_errors``."""
+    global _breaker_store_errors
+    if _breaker_store_errors is None:
+        _breaker_store_errors = _meter.create_counter(
+            f"{DEFAULT_PREFIX}.breaker.store_errors",
+            description="breaker store operations that failed (process-local state used)",
+        )
+    _breaker_store_errors.add(1, {"breaker.name": name, "op": op})

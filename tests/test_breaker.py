@@ -69,6 +69,26 @@ def test_a_failed_probe_reopens() -> None:
     assert st.state is OPEN and st.opened_at == 6
 
 
+def test_a_probe_slot_is_a_lease_that_expires_after_the_recovery_timeout() -> None:
+    # issue 11: a probe that never reported back (its process died) held its slot forever
+    cfg = BreakerConfig(recovery_timeout=10)
+    st, ok, probe = admit(cfg, BreakerState(state=OPEN, opened_at=0), now=10)
+    assert ok and probe
+    assert admit(cfg, st, 19.9)[1] is False  # the lease holds the only slot
+    st, ok, probe = admit(cfg, st, 20)  # the first probe never reported: its lease expired
+    assert ok and probe and st.leases == (30,)
+    assert record(cfg, st, False, True, now=21) == BreakerState()
+
+
+def test_a_stored_record_from_before_leases_still_loads_and_is_not_stuck() -> None:
+    old = {"state": "half_open", "failures": 0, "opened_at": None, "probes": 1}
+    st = BreakerState.from_json({**old, "successes": 0, "outcomes": []})
+    assert st.state is HALF and st.leases == ()  # a probe count without deadlines
+    assert admit(BreakerConfig(), st, now=0)[1] is True
+    again = BreakerState.from_json(st.to_json())
+    assert again == st
+
+
 # ------------------------------------------------------------------ the breaker object
 
 
@@ -100,6 +120,42 @@ def test_open_breaker_fails_fast_then_recovers() -> None:
     assert len(calls) == 3  # nothing reached the dependency while open
     assert breaker.state is CLOSED
     assert changes == [(CLOSED, OPEN), (OPEN, HALF), (HALF, CLOSED)]
+
+
+def test_a_cancelled_or_neutral_probe_reports_nothing_and_frees_its_slot() -> None:
+    # issue 11: either closed the breaker as if the probe had succeeded
+    clock = FakeClock(0)
+    breaker = bf.CircuitBreaker(unique(), recovery_timeout=10, clock=clock)
+
+    async def mistake() -> None:
+        raise OrchestratorError("x", "bad input", ErrorCode.INVALID_INPUT)
+
+    async def ok() -> str:
+        return "up"
+
+    async def scenario() -> None:
+        await breaker.atrip()
+        clock.advance(10)
+        with pytest.raises(OrchestratorError):
+            await breaker.call(mistake)
+        assert await breaker.astate() is HALF
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.Event().wait()
+
+        task = asyncio.create_task(breaker.call(hang))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await breaker.astate() is HALF
+        assert (await breaker.store.load(breaker.name)).leases == ()  # both slots came back
+        assert await breaker.call(ok) == "up"  # the next probe goes out (no clock moved)
+        assert await breaker.astate() is CLOSED
+
+    asyncio.run(scenario())
 
 
 def test_slow_calls_count_as_failures_and_caller_mistakes_do_not() -> None:
@@ -161,20 +217,20 @@ def test_bad_store_urls() -> None:
     assert info.value.code is ErrorCode.INVALID_CONFIG
 
 
-def test_unreachable_store_is_resource_exhausted_not_a_hang() -> None:
+def test_unreachable_store_falls_back_to_local_state_not_a_hang() -> None:
+    # issue 11 changed this: an unreachable store used to fail the call with
+    # RESOURCE_EXHAUSTED; now the call goes on with process-local breaker state
     from beluga_flows.server import free_port
 
-    name = unique()
     store = bf.RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
-    breaker = bf.CircuitBreaker(name, store=store)
+    breaker = bf.CircuitBreaker(unique(), store=store)
+
+    async def ok() -> str:
+        return "ran"
+
     start = time.monotonic()
-    with pytest.raises(OrchestratorError) as info:
-        asyncio.run(
-            breaker.call(
-                asyncio.sleep,
-            )
-        )  # type: ignore[arg-type]
-    assert info.value.code is ErrorCode.RESOURCE_EXHAUSTED and name in str(info.value)
+    assert asyncio.run(breaker.call(ok)) == "ran"
+    assert breaker.state is CLOSED
     assert time.monotonic() - start < 10
 
 
@@ -200,6 +256,22 @@ def test_store_round_trip(store: bf.BreakerStore) -> None:
         assert await store.load(name) == opened
 
     asyncio.run(scenario())
+
+
+def test_redis_records_expire_when_stale_and_a_clean_closed_one_is_not_kept(
+    redis_url: str,
+) -> None:
+    import redis
+
+    name, raw = unique(), redis.Redis.from_url(redis_url)
+    breaker = bf.CircuitBreaker(name, store=bf.RedisStore(redis_url, ttl=600))
+    breaker.trip()
+    assert 0 < raw.pttl(f"beluga:breaker:{name}") <= 600_000
+    breaker.reset()
+    assert raw.exists(f"beluga:breaker:{name}") == 0
+    with pytest.raises(OrchestratorError) as info:
+        bf.RedisStore(redis_url, ttl=-1)
+    assert info.value.code is ErrorCode.INVALID_CONFIG
 
 
 def test_store_admits_exactly_the_probe_budget_under_contention(store: bf.BreakerStore) -> None:
@@ -272,7 +344,9 @@ def test_four_processes_share_one_redis_breaker_and_its_probe_budget(redis_url: 
     counts = redis.Redis.from_url(redis_url)
     assert int(counts.get(f"probes:{name}")) == 2  # exactly half_open_max_calls, across all 4
     assert int(counts.get(f"rejected:{name}")) == 18
-    assert breaker.state is OPEN  # the failed probes reopened it
+    # the failed probes reopened it (the stored record: a second later, with
+    # recovery_timeout=1, `state` already reads half_open on a loaded machine)
+    assert asyncio.run(breaker.store.load(name)).state is OPEN
 
 
 def test_fault_injection_flaky_dependency_behind_retries_and_a_breaker(engine: str) -> None:

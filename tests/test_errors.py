@@ -34,6 +34,15 @@ RETRYABLE = {
     "circuit_breaker_open",
     "rate_limit_exceeded",
 }
+# caller mistakes and control flow: say nothing about a dependency's health
+NEUTRAL = {
+    "invalid_config",
+    "invalid_input",
+    "not_found",
+    "invalid_state",
+    "task_canceled",
+    "workflow_deadlock",
+}
 
 
 def test_error_codes_are_the_thirteen_str_values() -> None:
@@ -60,6 +69,25 @@ def test_retryable_by_code(code: ErrorCode) -> None:
     err = OrchestratorError("op", "x", code)
     assert err.retryable is (code.value in RETRYABLE)
     assert is_retryable(err) is (code.value in RETRYABLE)
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_one_answer_per_code_for_retryable_the_default_policy_and_breakers(
+    code: ErrorCode,
+) -> None:
+    # issue 11: three tables disagreed (a cause-less EXECUTION_FAILED said
+    # retryable=False while the default policy retried it)
+    err = OrchestratorError("op", "x", code)
+    assert bf.RetryPolicy().should_retry(err) is err.retryable is (code.value in RETRYABLE)
+    breaker = bf.CircuitBreaker(f"codes-{code.value}")
+    assert breaker.counts_as_failure(err) is (code.value not in NEUTRAL)
+
+
+def test_a_wrapper_is_judged_by_its_cause_and_a_plain_exception_is_retried() -> None:
+    policy = bf.RetryPolicy()
+    wrapped = OrchestratorError("chain", ConnectionError("reset"), ErrorCode.EXECUTION_FAILED)
+    assert policy.should_retry(wrapped) and not wrapped.retryable  # the code is not transient
+    assert policy.should_retry(ValueError("unclassified")) and not is_retryable(ValueError())
 
 
 def _status_error(status: int) -> httpx.HTTPStatusError:

@@ -72,7 +72,12 @@ def test_default_predicate_skips_caller_mistakes_and_control_flow() -> None:
         "workflow_deadlock",
     ):
         assert not p.should_retry(err(ErrorCode(code))), code
-    for retried in (err(ErrorCode.TIMEOUT), err(ErrorCode.EXECUTION_FAILED), ValueError()):
+    # issue 11: a cause-less EXECUTION_FAILED (and MAX_RETRIES_EXCEEDED) was retried
+    # although its .retryable said False; the one code table now answers for both
+    for failed in (err(ErrorCode.EXECUTION_FAILED), err(ErrorCode.MAX_RETRIES_EXCEEDED)):
+        assert not p.should_retry(failed) and not failed.retryable
+    wrapped = OrchestratorError("chain", ValueError("v"), ErrorCode.EXECUTION_FAILED)
+    for retried in (err(ErrorCode.TIMEOUT), wrapped, ValueError()):
         assert p.should_retry(retried)
     assert not p.should_retry(asyncio.CancelledError())
     assert not p.should_retry(KeyboardInterrupt())
