@@ -103,3 +103,87 @@ def test_a_host_that_exits_marks_its_runs_crashed_and_resume_continues(tmp_path:
     signals.signal(wid, handle.run_id, "item", "late")
     assert signals.get_result(wid, handle.run_id, timeout=60) == {"items": ["late"]}
     assert lines(ledger) == ["do first", "do second", "do last"]  # nothing ran twice
+
+
+TRIALS = 20
+
+
+def _trial(n: int, rng: random.Random) -> tuple[str, str, str]:
+    """(workflow, input, the ledger line to kill at) for trial ``n``."""
+    if n % 5 == 4:  # during compensation, with the undo in flight
+        name = rng.choice(["charge", "reserve"])
+        return "refunds", "{}", f"undoing {name}"
+    if n % 5 == 3:  # before the failure that compensates
+        return "refunds", "{}", rng.choice(["do charge", "start 5"])
+    at = rng.choice([f"start {i}" for i in range(1, 6)] + [f"start node {x}" for x in "abcd"])
+    return "mixed", '{"delay": 0.3}', at
+
+
+@pytest.mark.slow
+def test_twenty_crashes_lose_nothing_repeat_no_completed_step_undo_at_most_once(
+    tmp_path: Path,
+) -> None:
+    from tests.workflow_app import graph_and_steps, mixed, refunds
+
+    rng = random.Random(os.environ.get("BELUGA_CRASH_SEED", "11"))
+    with bf.use_engine("local"):
+        expected = graph_and_steps(str(tmp_path / "uninterrupted.txt"), 0.0)
+    trials = [(n, *_trial(n, rng)) for n in range(TRIALS)]
+    for first in range(0, TRIALS, 5):  # five workers at a time
+        workers = []
+        for n, name, extra, kill_at in trials[first : first + 5]:
+            wid, ledger = f"trial-{n}-{os.urandom(3).hex()}", str(tmp_path / f"trial-{n}.txt")
+            if name == "refunds":
+                Path(ledger + ".broken").touch()  # step 5 fails once: the undos run
+            if kill_at.startswith("undoing "):
+                Path(f"{ledger}.hold.{kill_at.split()[1]}").touch()
+            cmd = [sys.executable, str(WORKER), wid, ledger, name, extra]
+            workers.append((wid, ledger, name, kill_at, subprocess.Popen(cmd)))
+        deadline, alive = time.monotonic() + 240, list(workers)
+        while alive:  # kill each the moment its line appears (all watched at once)
+            for worker in list(alive):
+                wid, ledger, _, kill_at, proc = worker
+                if kill_at in lines(ledger):
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(10)
+                    alive.remove(worker)
+                else:
+                    assert proc.poll() is None, f"{wid} ended before {kill_at!r}: {lines(ledger)}"
+            assert time.monotonic() < deadline, f"never reached: {[w[3] for w in alive]}"
+            time.sleep(0.02)
+        for wid, ledger, name, kill_at, _ in workers:
+            for hold in Path(ledger).parent.glob(Path(ledger).name + ".hold.*"):
+                hold.unlink()
+            before = lines(ledger)
+            workflow = mixed if name == "mixed" else refunds
+            handle = workflow.resume(wid)
+            ran = lines(ledger)
+            if name == "mixed":
+                assert workflow.get_result(wid, handle.run_id, timeout=180) == expected
+                ran = lines(ledger)
+                done = [x for x in ran if x.startswith("done")]
+                assert sorted(done) == sorted(set(done)), (kill_at, ran)  # nothing twice
+                assert len(done) == 10, (kill_at, ran)  # six steps, four nodes: none lost
+                for line in before:  # what completed before the crash never started again
+                    if line.startswith("done"):
+                        assert ran.count(line.replace("done", "start", 1)) == 1, (kill_at, ran)
+            elif kill_at.startswith("undoing "):  # mid-compensation: the rest of the roll-back
+                with pytest.raises(bf.OrchestratorError) as rolled:
+                    workflow.get_result(wid, handle.run_id, timeout=180)
+                assert "rolled back" in str(rolled.value)
+                ran = lines(ledger)
+                assert "do ship" not in ran, (kill_at, ran)
+                for undo in ("charge", "reserve"):
+                    assert ran.count(f"undone {undo}") == 1, (kill_at, ran)  # at most once…
+                assert ran.count("do charge") == 1 and ran.count("do reserve") == 1, ran
+            else:  # before the failure: the step in flight may run again (at least once)
+                try:
+                    workflow.get_result(wid, handle.run_id, timeout=180)
+                    shipped = True
+                except bf.OrchestratorError:
+                    shipped = False  # it failed again: everything is undone, once
+                ran = lines(ledger)
+                assert ran.count("do reserve") == 1, (kill_at, ran)  # completed: not again
+                assert ran.count("do ship") == int(shipped), (kill_at, ran)
+                for undo in ("charge", "reserve"):
+                    assert ran.count(f"undone {undo}") == int(not shipped), (kill_at, ran)

@@ -163,3 +163,35 @@ approval_retried = bf.Workflow(
     approve_then_fail, name="wf-approval-retried", retries=1, mode="in_process"
 )
 refunds = bf.Workflow(refund_flow, name="wf-refunds", mode="in_process")
+
+
+def _node(name: str) -> object:
+    def run(state: dict[str, object]) -> dict[str, int]:
+        ledger = str(state["ledger"])
+        note(ledger, f"start node {name}")
+        time.sleep(float(state["delay"]))  # type: ignore[arg-type]
+        note(ledger, f"done node {name}")
+        return {name: ord(name)}
+
+    return run
+
+
+INNER = bf.Graph(name="inner")
+for _name in "abcd":
+    INNER.add_node(_name, _node(_name))
+INNER.add_edge(bf.START, "a")
+INNER.add_edge("a", "b")
+INNER.add_edge("a", "c")
+INNER.add_edge("b", "d")
+INNER.add_edge("c", "d")
+
+
+def graph_and_steps(ledger: str, delay: float = 0.3) -> int:
+    """Steps, a graph (a, then b and c in parallel, then d), more steps."""
+    total = sum(work(i, ledger, delay) for i in range(3))
+    state = INNER.invoke({"ledger": ledger, "delay": delay})
+    total += sum(int(state[k]) for k in "abcd")
+    return total + sum(work(i, ledger, delay) for i in range(3, 6))
+
+
+mixed = bf.Workflow(graph_and_steps, name="wf-graph-and-steps", mode="in_process")

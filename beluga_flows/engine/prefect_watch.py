@@ -4,7 +4,7 @@ of the Prefect adapter.
 Its API load does not grow with the number of runs it watches. Each tick is one
 query for the runs of its own that have mail (the ``beluga:mail`` tag a sender
 sets, see :mod:`.prefect_messages`); only those runs' inboxes are read. Every
-``STATE_PERIOD`` seconds one more query finds its runs that someone cancelled from
+``STATE_POLLS`` polls one more query finds its runs that someone cancelled from
 outside (the UI's *Cancel*, a state forced by ``cancel``), and, while runs wait on an
 approval form, one finds those whose pause was resumed. The tick starts at ``POLL``
 seconds and backs off to ``2 * POLL`` while nothing arrives.
@@ -44,11 +44,10 @@ from .._durable import LiveRun
 from . import prefect_messages as messages
 from . import prefect_runs as runs
 
-__all__ = ["STATE_PERIOD", "Watcher", "look_now", "unwatch", "watch"]
+__all__ = ["Watcher", "look_now", "unwatch", "watch"]
 
 _log = get_logger("beluga_flows.workflow")
-STATE_PERIOD = 10 * runs.POLL
-_IDLE_POLL = 2 * runs.POLL
+STATE_POLLS = 10  # a look at the runs' states every this many polls (5 s by default)
 _CHUNK = 1000  # run ids per query
 _API_LIMIT = 200  # the most runs Prefect's API returns at once (the rest: next tick)
 _PAGE = 200  # inbox messages per read
@@ -83,12 +82,14 @@ class Watcher:
         self.watched.pop(run_id, None)
 
     async def _loop(self) -> None:
-        interval, last_states = runs.POLL, 0.0
+        poll = runs.POLL
+        interval, state_period, last_states = poll, STATE_POLLS * poll, 0.0
         async with get_client() as client:
             while self.watched:
                 try:
-                    active = await self._tick(client, time.monotonic() - last_states)
-                    if time.monotonic() - last_states >= STATE_PERIOD:
+                    looks = time.monotonic() - last_states >= state_period
+                    active = await self._tick(client, looks)
+                    if looks:
                         last_states = time.monotonic()
                     self._failing = False
                 except Exception as err:  # an API blip must not kill the runs
@@ -96,10 +97,10 @@ class Watcher:
                     if not self._failing:
                         _log.warning("workflow watcher: poll failed (%s); retrying", err)
                     self._failing = True
-                interval = runs.POLL if active else min(interval * 1.25, _IDLE_POLL)
+                interval = poll if active else min(interval * 1.25, 2 * poll)
                 await asyncio.sleep(interval)
 
-    async def _tick(self, client: PrefectClient, since_states: float) -> bool:
+    async def _tick(self, client: PrefectClient, look_at_states: bool) -> bool:
         ids = list(self.watched)
         mailed: list[FlowRun] = []
         for chunk in _chunks(ids):
@@ -108,7 +109,7 @@ class Watcher:
             if (w := self.watched.get(str(fr.id))) is not None:
                 await client.update_flow_run(fr.id, tags=[t for t in fr.tags if t != messages.MAIL])
                 await _take_inbox(client, w, fr)
-        if since_states >= STATE_PERIOD:
+        if look_at_states:
             await self._look_at_states(client, ids)
         return bool(mailed)
 
