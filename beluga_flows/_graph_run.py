@@ -140,14 +140,14 @@ class GraphRun:
         except OrchestratorError as err:
             return self.sched.route_failed(err)
         except Exception as err:
-            return self.sched.route_failed(
-                OrchestratorError(
-                    "graph",
-                    f"router of {cmd.node!r} failed: {err}",
-                    ErrorCode.EXECUTION_FAILED,
-                    node=cmd.node,
-                )
+            failed = OrchestratorError(
+                "graph",
+                f"router of {cmd.node!r} failed: {err}",
+                ErrorCode.EXECUTION_FAILED,
+                node=cmd.node,
             )
+            failed.__cause__ = err  # judged by its cause: a flaky router is retried
+            return self.sched.route_failed(failed)
         return self.sched.routed(cmd.node, targets)
 
     def _resolve(self, node: str, choice: Any) -> str:
