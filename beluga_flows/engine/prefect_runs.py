@@ -211,6 +211,9 @@ async def create_run(
     # The run reads its identity from its context: a runner may pick a deployment's
     # run up before the labels below are written.
     context = {"beluga": {"workflow_id": workflow_id, "execution": execution, **(identity or {})}}
+    # Prefect's client retries a POST whose answer was lost (a slow, locked server):
+    # the key makes the retry return the run the first attempt made, not a second one.
+    once = f"beluga-{uuid.uuid4().hex}"
     if deployment_id is not None:
         run = await client.create_flow_run_from_deployment(
             deployment_id,
@@ -219,6 +222,7 @@ async def create_run(
             tags=tags,
             context=context,
             labels=all_labels,
+            idempotency_key=once,
         )
     else:
         flow_id = await client.create_flow(flow)
@@ -230,6 +234,7 @@ async def create_run(
             tags=tags,
             labels=all_labels,
             state=to_state_create(Pending()),
+            idempotency_key=once,
         )
         response = await client.request(
             "POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True)
