@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench server clean system-deps
+.PHONY: demo test test-slow lint typecheck bench server clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,13 @@ system-deps:
 	  else echo "please install:$$missing (e.g. sudo apt-get install$$missing)"; exit 1; fi; \
 	fi
 
+# The default suite; slow fault and scale tests (marker "slow") run in `make test-slow`,
+# which CI (.ci/run) runs after it.
 test: lint typecheck system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
