@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+from prefect.client.base import PrefectHttpxAsyncClient
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import FlowRunCreate
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
@@ -359,9 +360,14 @@ async def outcome(run: FlowRun) -> Any:
     )
 
 
-def client() -> Any:
-    """A Prefect client (an async context manager)."""
-    return get_client()
+def client() -> PrefectClient:
+    """A Prefect client (an async context manager) that rides out an API outage: Prefect
+    retries a refused connection only on a client that has connected once, and every
+    call from outside a run (a status query, get_result …) makes a new one."""
+    made = get_client()
+    if isinstance(made._client, PrefectHttpxAsyncClient):  # retry from the first call on
+        made._client._has_connected = True
+    return made
 
 
 # ---------------------------------------------------------------- reading runs
