@@ -139,7 +139,7 @@ class WorkflowClient:
             if query_type == "result":
                 return None if runs.is_live(fr) else await runs.outcome(fr)
             if query_type == "steps":
-                return await runs.step_statuses(client, fr)
+                return await messages.step_statuses(client, fr)
             if not runs.is_live(fr):  # the answers it recorded as it ended
                 return await messages.final_answer(client, fr, query_type, args_list)
             return await messages.ask(client, fr, query_type, args_list, timeout)

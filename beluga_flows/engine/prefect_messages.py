@@ -31,10 +31,11 @@ from typing import Any
 
 import httpx
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import FlowRun, FlowRunInput
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, FlowRunInput, StateType
 
 from .. import _execute
-from .._durable import LiveRun
+from .._durable import LiveRun, StepStatus
 from ..errors import ErrorCode, OrchestratorError
 from . import prefect_runs as runs
 
@@ -53,6 +54,7 @@ __all__ = [
     "read_all",
     "record_final_queries",
     "send",
+    "step_statuses",
 ]
 
 INBOX = "beluga-inbox-"
@@ -246,3 +248,37 @@ async def final_answer(client: PrefectClient, run: FlowRun, name: str, args: lis
             ErrorCode.INVALID_STATE,
         )
     return _unwrap(recorded[name])
+
+
+# ---------------------------------------------------------------- the steps query
+
+
+_STEP_STATES = {
+    StateType.COMPLETED: StepStatus.COMPLETED,
+    StateType.FAILED: StepStatus.FAILED,
+    StateType.CRASHED: StepStatus.FAILED,
+    StateType.RUNNING: StepStatus.RUNNING,
+    StateType.PENDING: StepStatus.PENDING,
+    StateType.SCHEDULED: StepStatus.PENDING,
+    StateType.PAUSED: StepStatus.WAITING,
+    StateType.CANCELLED: StepStatus.SKIPPED,
+    StateType.CANCELLING: StepStatus.RUNNING,
+}
+
+
+async def step_statuses(client: PrefectClient, run: FlowRun) -> dict[str, StepStatus]:
+    """``{task-run name: StepStatus}`` for the run's steps, in start order."""
+    task_runs = await client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])), limit=200
+    )
+    task_runs = sorted(task_runs, key=lambda t: t.expected_start_time or t.created or 0)
+    statuses: dict[str, StepStatus] = {}
+    for tr in task_runs:
+        state = tr.state
+        if state is None:
+            statuses[tr.name] = StepStatus.PENDING
+        elif state.name in ("Retrying", "AwaitingRetry"):
+            statuses[tr.name] = StepStatus.RETRYING
+        else:
+            statuses[tr.name] = _STEP_STATES.get(state.type, StepStatus.PENDING)
+    return statuses

@@ -25,13 +25,12 @@ from typing import Any
 from prefect.client.base import PrefectHttpxAsyncClient
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import FlowRunCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterTags
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Crashed, Pending, to_state_create
 
-from .._durable import StepStatus
 from .._procs import alive, process_start
 from ..errors import ErrorCode, OrchestratorError
 
@@ -53,7 +52,6 @@ __all__ = [
     "rollback_of",
     "runs_of",
     "state_name",
-    "step_statuses",
     "wait_final",
     "workflow_tags",
 ]
@@ -368,37 +366,3 @@ def client() -> PrefectClient:
     if isinstance(made._client, PrefectHttpxAsyncClient):  # retry from the first call on
         made._client._has_connected = True
     return made
-
-
-# ---------------------------------------------------------------- reading runs
-
-
-_STEP_STATES = {
-    StateType.COMPLETED: StepStatus.COMPLETED,
-    StateType.FAILED: StepStatus.FAILED,
-    StateType.CRASHED: StepStatus.FAILED,
-    StateType.RUNNING: StepStatus.RUNNING,
-    StateType.PENDING: StepStatus.PENDING,
-    StateType.SCHEDULED: StepStatus.PENDING,
-    StateType.PAUSED: StepStatus.WAITING,
-    StateType.CANCELLED: StepStatus.SKIPPED,
-    StateType.CANCELLING: StepStatus.RUNNING,
-}
-
-
-async def step_statuses(client: PrefectClient, run: FlowRun) -> dict[str, StepStatus]:
-    """``{task-run name: StepStatus}`` for the run's steps, in start order."""
-    task_runs = await client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])), limit=200
-    )
-    task_runs = sorted(task_runs, key=lambda t: t.expected_start_time or t.created or 0)
-    statuses: dict[str, StepStatus] = {}
-    for tr in task_runs:
-        state = tr.state
-        if state is None:
-            statuses[tr.name] = StepStatus.PENDING
-        elif state.name in ("Retrying", "AwaitingRetry"):
-            statuses[tr.name] = StepStatus.RETRYING
-        else:
-            statuses[tr.name] = _STEP_STATES.get(state.type, StepStatus.PENDING)
-    return statuses
