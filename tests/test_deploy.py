@@ -122,11 +122,18 @@ def test_serve_fires_an_interval_schedule(env: dict[str, str], tmp_path: Path) -
             timeout=150,
             what="two scheduled runs",
         )
-        listed = cli(env, "list")
+
+        def completed_listed() -> subprocess.CompletedProcess[str] | None:
+            # A tick is written inside its run: the run completes a moment later.
+            listed = cli(env, "list")
+            runs = listed.stdout.partition("Latest runs")[2].splitlines()
+            done = any(" tick " in ln and "Completed" in ln for ln in runs)
+            return listed if done else None
+
+        listed = until(completed_listed, timeout=120, what="a completed scheduled run")
         assert listed.returncode == 0 and f"tick/{name}" in listed.stdout
         assert "every 2 s" in listed.stdout
         runs = listed.stdout.partition("Latest runs")[2].splitlines()
-        assert any(" tick " in ln and "Completed" in ln for ln in runs), listed.stdout
         assert not any("Scheduled" in ln for ln in runs)  # runs that ran, not future ones
     finally:
         code = stop(proc)
