@@ -125,7 +125,8 @@ class WorkflowClient:
         """``status`` (state name, lower case), ``result`` (value once completed, else
         ``None``), ``steps`` (``{step: StepStatus}``) read from Prefect's API, so they
         work on finished and crashed runs; any other name is asked of the live run's
-        :func:`query_handler` (unknown → ``INVALID_INPUT``, finished → ``INVALID_STATE``)."""
+        :func:`query_handler` (unknown → ``INVALID_INPUT``); a finished run answers with
+        what its handlers answered as it ended (``INVALID_STATE`` if it recorded none)."""
         identifier("query", query_type, "query type")
         runs, messages, _ = _adapter()
         args_list = list(args)
