@@ -36,6 +36,25 @@ def read_state(run_id: str) -> str:
 KILLS = 5
 
 
+def kill_when(
+    workers: list[tuple[str, str, subprocess.Popen[bytes]]], timeout: float = 240
+) -> None:
+    """SIGKILL each ``(ledger, line, process)`` the moment ``line`` is in its ledger,
+    watching all of them at once (a worker that ends first fails the test)."""
+    deadline, alive = time.monotonic() + timeout, list(workers)
+    while alive:
+        for worker in list(alive):
+            ledger, line, proc = worker
+            if line in lines(ledger):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                alive.remove(worker)
+            else:
+                assert proc.poll() is None, f"a worker ended before {line!r}: {lines(ledger)}"
+        assert time.monotonic() < deadline, f"never reached: {[w[1] for w in alive]}"
+        time.sleep(0.02)
+
+
 def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Path) -> None:
     rng = random.Random(os.environ.get("BELUGA_CRASH_SEED", "7"))
     kill_at = rng.sample(range(1, 10), KILLS)  # a different step for each worker
@@ -48,19 +67,7 @@ def test_a_killed_worker_resumes_without_rerunning_completed_steps(tmp_path: Pat
         proc = subprocess.Popen([sys.executable, str(WORKER), wid, ledger])
         workers.append((wid, ledger, step, proc))
 
-    deadline = time.monotonic() + 240
-    alive = list(workers)
-    while alive:  # kill each worker the moment its chosen step has started
-        for worker in list(alive):
-            wid, ledger, step, proc = worker
-            if f"start {step}" in lines(ledger):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                alive.remove(worker)
-            else:
-                assert proc.poll() is None, f"worker {wid} ended before step {step}"
-        assert time.monotonic() < deadline, f"workers never reached their steps: {alive}"
-        time.sleep(0.02)
+    kill_when([(ledger, f"start {step}", proc) for _, ledger, step, proc in workers])
 
     for wid, ledger, step, _ in workers:
         assert steps.query(wid, None, "status") == "crashed"  # its owner is gone…
@@ -139,18 +146,7 @@ def test_twenty_crashes_lose_nothing_repeat_no_completed_step_undo_at_most_once(
                 Path(f"{ledger}.hold.{kill_at.split()[1]}").touch()
             cmd = [sys.executable, str(WORKER), wid, ledger, name, extra]
             workers.append((wid, ledger, name, kill_at, subprocess.Popen(cmd)))
-        deadline, alive = time.monotonic() + 240, list(workers)
-        while alive:  # kill each the moment its line appears (all watched at once)
-            for worker in list(alive):
-                wid, ledger, _, kill_at, proc = worker
-                if kill_at in lines(ledger):
-                    proc.send_signal(signal.SIGKILL)
-                    proc.wait(10)
-                    alive.remove(worker)
-                else:
-                    assert proc.poll() is None, f"{wid} ended before {kill_at!r}: {lines(ledger)}"
-            assert time.monotonic() < deadline, f"never reached: {[w[3] for w in alive]}"
-            time.sleep(0.02)
+        kill_when([(ledger, kill_at, proc) for _, ledger, _, kill_at, proc in workers])
         for wid, ledger, name, kill_at, _ in workers:
             for hold in Path(ledger).parent.glob(Path(ledger).name + ".hold.*"):
                 hold.unlink()
