@@ -53,6 +53,7 @@ __all__ = [
     "notify",
     "read_all",
     "record_final_queries",
+    "reply",
     "send",
     "step_statuses",
 ]
@@ -186,11 +187,18 @@ async def ask(
         await asyncio.sleep(min(runs.POLL, 0.2))
 
 
-def _unwrap(reply: dict[str, Any]) -> Any:
-    if "error" in reply:
-        err = reply["error"]
+async def reply(client: PrefectClient, run_id: Any, key_suffix: str, body: str) -> None:
+    """Leave the answer to the query ``key_suffix`` (once: a query read again after its
+    removal failed is answered by the reply already there)."""
+    with _unless(409):
+        await client.create_flow_run_input(run_id, REPLY + key_suffix, body)
+
+
+def _unwrap(answered: dict[str, Any]) -> Any:
+    if "error" in answered:
+        err = answered["error"]
         raise OrchestratorError("query", err["message"], ErrorCode(err["code"]))
-    return reply["ok"]
+    return answered["ok"]
 
 
 async def answer(run: LiveRun, name: str, args: list[Any]) -> str:

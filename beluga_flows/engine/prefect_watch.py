@@ -182,8 +182,8 @@ async def _take(client: PrefectClient, w: _Watched, item: FlowRunInput) -> bool:
         name = message.get("name")
         if name not in run.queries and time.monotonic() < run.started + HANDLER_GRACE:
             return False
-        reply = await messages.answer(run, name, message.get("args", []))
-        await client.create_flow_run_input(item.flow_run_id, messages.REPLY + key, reply)
+        answer = await messages.answer(run, name, message.get("args", []))
+        await messages.reply(client, item.flow_run_id, key, answer)
         await messages.delete(client, item.flow_run_id, [item.key])
         return True
     if key not in w.taken:
