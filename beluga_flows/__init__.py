@@ -15,14 +15,10 @@ Example::
         return fetch(city)
 """
 
-from ._breaker_store import BreakerStore, MemoryStore, RedisStore
-from .breaker import CircuitBreaker, CircuitState
-from .chain import Chain
-from .decorators import Flow, FlowSpec, Step, StepSpec, flow, step
-from .engine import Engine, LocalEngine, use_engine
-from .errors import ErrorCode, OrchestratorError, is_retryable
-from .graph import END, START, CompiledGraph, Graph, GraphReport, GraphResult, NodeStatus
-from .inside import (
+from beluga_flows.core.decorators import Flow, FlowSpec, Step, StepSpec, flow, step
+from beluga_flows.core.memory import BufferMemory
+from beluga_flows.core.runnable import Runnable
+from beluga_flows.durable.inside import (
     Approval,
     compensate,
     query_handler,
@@ -30,12 +26,30 @@ from .inside import (
     request_approval,
     wait_for_signal,
 )
-from .limits import define_rate_limit
-from .memory import BufferMemory
-from .patterns import Router, scatter_gather
-from .retry import RetryPolicy
-from .runnable import Runnable
-from .workflow import StepStatus, Workflow, WorkflowClient, WorkflowHandle, serve
+from beluga_flows.durable.workflow import (
+    StepStatus,
+    Workflow,
+    WorkflowClient,
+    WorkflowHandle,
+    serve,
+)
+from beluga_flows.engine import Engine, LocalEngine, use_engine
+from beluga_flows.errors import ErrorCode, OrchestratorError, is_retryable
+from beluga_flows.graph.builder import (
+    END,
+    START,
+    CompiledGraph,
+    Graph,
+    GraphReport,
+    GraphResult,
+    NodeStatus,
+)
+from beluga_flows.graph.chain import Chain
+from beluga_flows.graph.patterns import Router, scatter_gather
+from beluga_flows.resilience.breaker import CircuitBreaker, CircuitState
+from beluga_flows.resilience.limits import define_rate_limit
+from beluga_flows.resilience.retry import RetryPolicy
+from beluga_flows.resilience.stores import BreakerStore, MemoryStore, RedisStore
 
 __version__ = "0.1.0"
 

@@ -25,9 +25,9 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
-from ._threads import Workers
-from .errors import ErrorCode, OrchestratorError
-from .retry import RetryPolicy
+from beluga_flows._threads import Workers
+from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = [
     "RUN_LABEL",

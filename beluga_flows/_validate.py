@@ -6,7 +6,7 @@ import datetime as dt
 import math
 from typing import Any
 
-from .errors import ErrorCode, OrchestratorError
+from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = ["config_error", "non_negative_int", "positive_int", "seconds", "tags"]
 

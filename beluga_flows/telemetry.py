@@ -22,7 +22,7 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from .errors import OrchestratorError
+from beluga_flows.errors import OrchestratorError
 
 __all__ = [
     "record_breaker_change",

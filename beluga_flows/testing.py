@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .engine import LocalEngine, use_engine
+from beluga_flows.engine import LocalEngine, use_engine
 
 __all__ = ["FakeClock", "LocalEngine", "use_engine"]
 

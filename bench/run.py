@@ -33,7 +33,7 @@ from typing import Any
 
 from report import TITLES, Row, scale_table, table, targets, targets_markdown
 
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "child.py"

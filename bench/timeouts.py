@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from beluga_flows.server import LocalServer
+    from beluga_flows.tools.server import LocalServer
 
     with tempfile.TemporaryDirectory() as tmp, LocalServer.start(Path(tmp) / "srv") as server:
         os.environ.update(server.client_env())

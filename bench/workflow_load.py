@@ -114,7 +114,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.idle, args.sample)), flush=True)
         os._exit(0)  # the runs still waiting die with the process (no crash marking)
-    from beluga_flows.server import LocalServer
+    from beluga_flows.tools.server import LocalServer
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, LocalServer.start(Path(tmp) / "srv") as server:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from beluga_flows.server import LocalServer, prefect_env
+from beluga_flows.tools.server import LocalServer, prefect_env
 
 _ROOT = Path(tempfile.mkdtemp(prefix="beluga-tests-"))
 _SERVER: LocalServer | None = None
@@ -81,7 +81,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     import redis
 
-    from beluga_flows.server import free_port
+    from beluga_flows.tools.server import free_port
 
     binary = shutil.which("redis-server")
     if binary is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from beluga_flows.server import free_port
+from beluga_flows.tools.server import free_port
 
 
 class RedisProc:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from beluga_flows.server import LocalServer, free_port
+from beluga_flows.tools.server import LocalServer, free_port
 from tests.procs import stop, until
 from tests.workflow_app import lines
 

@@ -11,17 +11,17 @@ import beluga_flows as bf
 PACKAGE = Path(bf.__file__).parent
 # The engine adapter is the seam; the CLI is an edge that may import Prefect lazily.
 ALLOWED_PREFECT_IMPORTERS = {
-    "deploy.py",
-    "cli_deploy.py",
-    "cli_demo.py",
-    "engine/prefect.py",
-    "engine/prefect_runs.py",
-    "engine/prefect_host.py",
-    "engine/prefect_messages.py",
-    "engine/prefect_approval.py",
-    "engine/prefect_watch.py",
-    "engine/prefect_serve.py",
-    "cli.py",
+    "tools/deploy.py",
+    "cli/deploy.py",
+    "cli/demo.py",
+    "cli/main.py",
+    "engine/prefect/adapter.py",
+    "engine/prefect/runs.py",
+    "engine/prefect/host.py",
+    "engine/prefect/messages.py",
+    "engine/prefect/approval.py",
+    "engine/prefect/watch.py",
+    "engine/prefect/serve.py",
 }
 
 EXPORTED = [

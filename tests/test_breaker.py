@@ -12,7 +12,14 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows import CircuitState, ErrorCode, OrchestratorError
-from beluga_flows.breaker import BreakerConfig, BreakerState, admit, record, visible_state
+from beluga_flows.resilience.breaker import (
+    BreakerConfig,
+    BreakerState,
+    admit,
+    get_breaker,
+    record,
+    visible_state,
+)
 from beluga_flows.testing import FakeClock
 
 CLOSED, OPEN, HALF = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
@@ -182,7 +189,7 @@ def test_slow_calls_count_as_failures_and_caller_mistakes_do_not() -> None:
 def test_trip_reset_and_sharing_by_name() -> None:
     name = unique()
     breaker = bf.CircuitBreaker(name)
-    assert bf.breaker.get_breaker(name) is breaker
+    assert get_breaker(name) is breaker
     breaker.trip()
     assert breaker.state is OPEN
     breaker.reset()
@@ -220,7 +227,7 @@ def test_bad_store_urls() -> None:
 def test_unreachable_store_falls_back_to_local_state_not_a_hang() -> None:
     # issue 11 changed this: an unreachable store used to fail the call with
     # RESOURCE_EXHAUSTED; now the call goes on with process-local breaker state
-    from beluga_flows.server import free_port
+    from beluga_flows.tools.server import free_port
 
     store = bf.RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=1)
     breaker = bf.CircuitBreaker(unique(), store=store)

@@ -19,7 +19,7 @@ import redis
 
 import beluga_flows as bf
 from beluga_flows import CircuitState, ErrorCode, OrchestratorError
-from beluga_flows.breaker import BreakerState
+from beluga_flows.resilience.breaker import BreakerState
 from beluga_flows.testing import FakeClock
 
 from .procs import until

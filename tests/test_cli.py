@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from beluga_flows._procs import alive
-from beluga_flows.cli import parse_params
+from beluga_flows.cli.main import parse_params
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def _ctrl_c_during_the_demo(env: dict[str, str], port: int, tmp_path: Path) -> N
 def test_server_foreground_runs_until_stopped(tmp_path: Path) -> None:
     import httpx
 
-    from beluga_flows.server import free_port
+    from beluga_flows.tools.server import free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -186,7 +186,7 @@ def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
 ) -> None:
     import httpx
 
-    from beluga_flows.server import free_port
+    from beluga_flows.tools.server import free_port
 
     home, port = tmp_path / "home", free_port()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
@@ -267,7 +267,7 @@ def test_a_target_file_named_like_a_stdlib_module_shadows_nothing(tmp_path: Path
 
 
 def test_loading_a_target_leaves_sys_modules_and_sys_path_alone(tmp_path: Path) -> None:
-    from beluga_flows.cli import load_target
+    from beluga_flows.cli.main import load_target
 
     (tmp_path / "json.py").write_text("VALUE = 42\n")
     before = list(sys.path)

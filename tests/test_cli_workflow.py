@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 from tests.prefect_api import artifacts
 from tests.procs import until
 

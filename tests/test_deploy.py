@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from beluga_flows import deploy
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.server import LocalServer
+from beluga_flows.tools import deploy
+from beluga_flows.tools.server import LocalServer
 from tests.prefect_api import deployment
 from tests.procs import stop, until
 

@@ -13,7 +13,7 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows import END, START, ErrorCode, NodeStatus, OrchestratorError
-from beluga_flows.decorators import StepSpec
+from beluga_flows.core.decorators import StepSpec
 
 
 def code_of(fn: Any) -> OrchestratorError:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from beluga_flows.server import LocalServer, free_port
+from beluga_flows.tools.server import LocalServer, free_port
 from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -118,7 +118,7 @@ def test_retries_are_visible_as_task_run_attempts() -> None:
 
 
 def test_prefect_translation_keeps_retry_condition_a_plain_function() -> None:
-    from beluga_flows.engine.prefect import prefect_task
+    from beluga_flows.engine.prefect.adapter import prefect_task
 
     @bf.step(retry_policy=bf.RetryPolicy(max_attempts=4, initial_delay=1, max_delay=3))
     def s() -> None: ...

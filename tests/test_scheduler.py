@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from beluga_flows import END, START, ErrorCode, Graph, NodeStatus
-from beluga_flows._scheduler import EvaluateRoute, Scheduler, StartNode
+from beluga_flows.graph.scheduler import EvaluateRoute, Scheduler, StartNode
 
 
 def noop(state: dict[str, Any]) -> None:

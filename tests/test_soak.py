@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 import beluga_flows as bf
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows import ErrorCode, OrchestratorError
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 
 PATIENCE = 20  # seconds a test waits on something that must not take long
 

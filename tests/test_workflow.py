@@ -15,7 +15,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 import beluga_flows as bf
-from beluga_flows.engine import prefect_host
+from beluga_flows.engine.prefect import host as prefect_host
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from tests.prefect_api import flow_run
 from tests.procs import until

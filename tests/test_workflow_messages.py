@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import FlowRunCreate
 from prefect.client.schemas.objects import FlowRun
 
-from beluga_flows.engine import prefect_messages as messages
+from beluga_flows.engine.prefect import messages
 from tests.procs import until
 from tests.workflow_app import lines, signals
 

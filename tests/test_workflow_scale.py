@@ -14,7 +14,7 @@ import pytest
 from prefect.client.base import PrefectHttpxAsyncClient
 
 import beluga_flows as bf
-from beluga_flows.engine import prefect_runs
+from beluga_flows.engine.prefect import runs as prefect_runs
 from tests.procs import until
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]

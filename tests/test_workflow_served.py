@@ -18,7 +18,7 @@ import pytest
 
 from beluga_flows._procs import alive
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.server import LocalServer
+from beluga_flows.tools.server import LocalServer
 from tests import workflow_app
 from tests.prefect_api import deployment, flow_run
 from tests.procs import stop, until

@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ErrorCode, OrchestratorError
-from .base import Engine
-from .local import LocalEngine
+from beluga_flows.engine.base import Engine
+from beluga_flows.engine.local import LocalEngine
+from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = ["Engine", "LocalEngine", "current_engine", "get_engine", "known_engines", "use_engine"]
 
@@ -48,7 +48,9 @@ def get_engine(provider: str | Engine | None = None) -> Engine:
         )
     engine = _ENGINES.get(provider)
     if engine is None and provider == "prefect":
-        from .prefect import _ENGINE  # the only import of Prefect, and a lazy one
+        from beluga_flows.engine.prefect.adapter import (
+            _ENGINE,  # the only import of Prefect, and a lazy one
+        )
 
         engine = _ENGINES["prefect"] = _ENGINE
     if engine is None:

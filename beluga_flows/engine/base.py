@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from .. import _execute
-from .._digest import digest
-from ..breaker import get_breaker
+from beluga_flows import _execute
+from beluga_flows._digest import digest
+from beluga_flows.resilience.breaker import get_breaker
 
 if TYPE_CHECKING:
-    from ..decorators import Flow, Step, StepSpec
+    from beluga_flows.core.decorators import Flow, Step, StepSpec
 
 __all__ = ["Engine", "guarded_call", "input_hash", "run_flow_body", "run_inline"]
 

@@ -12,13 +12,13 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import _execute
-from ..limits import LocalLimits
-from ..retry import RetryPolicy
-from .base import Engine, run_flow_body, run_inline
+from beluga_flows import _execute
+from beluga_flows.engine.base import Engine, run_flow_body, run_inline
+from beluga_flows.resilience.limits import LocalLimits
+from beluga_flows.resilience.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from ..decorators import Flow, Step, StepSpec
+    from beluga_flows.core.decorators import Flow, Step, StepSpec
 
 # One set of in-process limits per process, as Prefect's are one per server.
 LOCAL_LIMITS = LocalLimits()

@@ -1,0 +1,182 @@
+"""``beluga-flows demo``: the showcase on the embedded server.
+
+It starts the local Prefect server (SQLite, under ``$BELUGA_FLOWS_HOME``), serves the
+example deployments of ``deployments/`` in a background process (a one-minute
+interval and an hourly cron), runs every example once (a chain, a graph, the
+resilience example and the order workflow, approved through a signal) and prints
+where to see each run. The server and the schedules keep running afterwards;
+``beluga-flows server --stop`` stops both. Ctrl-C stops the demo cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from beluga_flows._procs import record, recorded, terminate
+from beluga_flows.cli.main import ensure_server, home, load_target, run_target, use_server
+from beluga_flows.errors import ErrorCode, OrchestratorError
+
+__all__ = ["demo", "start_serving", "stop_serving"]
+
+DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
+    ("flows/resilient_fetch.py:resilient_fetch", {}),
+    ("flows/research_assistant.py:research", {}),
+)
+# The demo also runs flows/order_workflow.py:orders (see _demo_order).
+
+
+def _latest_run_url(ui_url: str, flow_name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    finished = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED]
+
+    async def latest() -> Any:  # the run just made, not a scheduled one
+        async with get_client() as client:
+            return await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished))
+                ),
+                sort=FlowRunSort.END_TIME_DESC,
+                limit=1,
+            )
+
+    runs = asyncio.run(latest())
+    return f"{ui_url}/runs/flow-run/{runs[0].id}" if runs else f"{ui_url}/runs"
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Run the showcase (see the module docstring)."""
+    missing = [t for t, _ in DEMOS if not Path(t.partition(":")[0]).is_file()]
+    if missing:
+        raise OrchestratorError(
+            "cli",
+            f"run the demo from the project root ({missing[0]} not found)",
+            ErrorCode.NOT_FOUND,
+        )
+    state = ensure_server(args.port)
+    use_server(state)
+    serving = start_serving(state["api_url"])
+    print(
+        f"Serving the scheduled deployments of deployments/ (pid {serving}; log {home()}/serve.log)"
+    )
+    lines = []
+    for target, params in DEMOS:
+        obj = load_target(target)
+        print(f"\n== {target}")
+        if "out_dir" in inspect.signature(obj.fn).parameters:
+            params = {**params, "out_dir": args.out}
+        result = run_target(obj, params)
+        print(json.dumps(result, default=str, indent=2))
+        lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
+    order = _demo_order(args.out)
+    lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
+    _wait_until_served(serving)  # the deployments link below must show them
+    print("\nSee the runs in the Prefect UI:")
+    print("\n".join(lines))
+    print(f"  all runs           {state['ui_url']}/runs")
+    print(f"  deployments        {state['ui_url']}/deployments (sales-report runs every minute)")
+    print(
+        "The server and the schedules keep running in the background; "
+        "stop both with: beluga-flows server --stop"
+    )
+    return 0
+
+
+def _wait_until_served(pid: int, timeout: float = 180) -> None:
+    """Wait until the background ``serve`` has registered every deployment of
+    ``deployments/`` (it imports them while the examples run)."""
+    from prefect.client.orchestration import get_client
+
+    from beluga_flows.tools.deploy import load
+
+    wanted = {item.spec.name for item in load(["deployments"])}
+
+    async def registered() -> set[str]:
+        async with get_client() as client:
+            return {d.name for d in await client.read_deployments() if not d.paused}
+
+    deadline = time.monotonic() + timeout
+    while not wanted <= asyncio.run(registered()):
+        if recorded(_serve_file()) is None or time.monotonic() > deadline:
+            raise OrchestratorError(
+                "demo",
+                f"the background serve (pid {pid}) did not register {sorted(wanted)}; "
+                f"see {home()}/serve.log",
+                ErrorCode.EXECUTION_FAILED,
+            )
+        time.sleep(0.5)
+
+
+def _demo_order(out: str) -> Any:
+    """Run the order workflow above its approval threshold and approve it by signal."""
+    orders = load_target("flows/order_workflow.py:orders")
+    workflow_id = f"order-demo-{int(time.time())}"
+    print("\n== flows/order_workflow.py:orders (a durable workflow)")
+    handle = orders.execute(
+        {"order_id": 7, "amount": 740.0, "ledger": f"{out}/order_ledger.jsonl"},
+        workflow_id=workflow_id,
+    )
+    print(f"started: workflow_id={handle.workflow_id} run_id={handle.run_id}")
+    deadline = time.monotonic() + 120
+    while orders.query(workflow_id, handle.run_id, "status") != "paused":
+        if time.monotonic() > deadline:
+            raise OrchestratorError("demo", "the order never asked for approval", ErrorCode.TIMEOUT)
+        time.sleep(0.2)
+    stage = orders.query(workflow_id, handle.run_id, "progress")
+    print(f"paused for approval ({stage}); approving it with an 'approval' signal")
+    orders.signal(workflow_id, handle.run_id, "approval", {"approved": True, "reviewer": "demo"})
+    print(json.dumps(orders.get_result(workflow_id, handle.run_id, timeout=120), indent=2))
+    return handle
+
+
+def _serve_file() -> Path:
+    return home() / "serve.json"
+
+
+def start_serving(api_url: str) -> int:
+    """``beluga-flows serve deployments/`` in the background (reused if running)."""
+    state = recorded(_serve_file())
+    if state is not None:
+        return int(state["pid"])
+    log = (home() / "serve.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beluga_flows.cli", "serve", "deployments"],
+        env={**os.environ, "PREFECT_API_URL": api_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # outlives the demo and its Ctrl-C
+    )
+    log.close()
+    record(_serve_file(), proc.pid)
+    return proc.pid
+
+
+def stop_serving() -> None:
+    """Stop the background ``serve`` process the demo started, if any: it cancels
+    its in-flight runs and pauses its schedules (a minute at most, then killed)."""
+    state = recorded(_serve_file())
+    if state is not None:
+        terminate(state, grace=60)
+        print("Stopped serving the example deployments.")
+    _serve_file().unlink(missing_ok=True)

@@ -1,0 +1,391 @@
+"""The Prefect adapter: the one module of the core that imports ``prefect``.
+
+* A tracked step is a Prefect task (created once per step, cached on it): its
+  :class:`~beluga_flows.RetryPolicy` becomes ``retries`` / ``retry_delay_seconds`` /
+  ``retry_jitter_factor`` / ``retry_condition_fn`` (a plain function: Prefect
+  silently ignores a partial or a callable object), so each retry is a visible
+  task-run state. The step's timeout is enforced inside the task run by beluga
+  (Prefect's own is best effort), and the error carries ``.attempts``.
+* A ``@flow`` is an *async* Prefect flow whatever the user's function: sync bodies
+  run in a worker thread, so no run pays the ~1.1 s floor of Prefect's sync engine.
+* ``in_flow`` runs a chain/graph body in the current flow run, or starts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import inspect
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from prefect import Flow as PrefectFlow
+from prefect import Task as PrefectTask
+from prefect import tags as prefect_tags
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import concurrency as prefect_concurrency
+from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.events import emit_event
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.logging import get_logger
+from prefect.results import get_result_store
+from prefect.utilities.annotations import quote
+
+from beluga_flows import _execute
+from beluga_flows.durable import live as _durable
+from beluga_flows.engine.base import Engine, guarded_call, input_hash, run_flow_body, run_inline
+from beluga_flows.resilience.breaker import add_global_listener
+from beluga_flows.resilience.limits import exhausted, missing, rate_limit_spec
+from beluga_flows.resilience.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from beluga_flows.core.decorators import Flow, Step, StepSpec
+
+__all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
+
+T = TypeVar("T")
+_MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
+
+
+def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
+    # Must stay a function (``async def`` is one): Prefect calls retry_condition_fn
+    # only if inspect.isfunction() is true, and silently disables retries otherwise.
+    async def should_retry(task: Any, task_run: Any, state: Any) -> bool:
+        err = state.data if isinstance(state.data, BaseException) else None
+        if err is None:
+            try:
+                state.result(raise_on_failure=True)
+            except BaseException as exc:
+                err = exc
+        # Never a retry beside a timed-out call that still runs (as the local engine).
+        return err is not None and policy.should_retry(err) and await _execute.may_retry(err)
+
+    return should_retry
+
+
+def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
+    if policy is None or policy.max_attempts == 1:
+        return {"retries": 0}
+    retries = policy.max_attempts - 1
+    delays = [policy.backoff(n) for n in range(1, min(retries, _MAX_PREFECT_DELAYS) + 1)]
+    return {
+        "retries": retries,
+        "retry_delay_seconds": delays,
+        "retry_jitter_factor": policy.jitter or None,
+        "retry_condition_fn": _retry_condition(policy),
+    }
+
+
+def prefect_task(step: Step) -> PrefectTask[..., Any]:
+    """The Prefect task behind ``step`` (built once)."""
+    cached: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
+    if cached is not None:
+        return cached
+    spec = step.spec
+
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
+        # Steps nested in a step are plain task runs: the outer one is what a
+        # workflow replays.
+        outer = _durable.CURRENT.set(None)
+        try:
+            return await guarded_call(_ENGINE, step, args, kwargs)
+        except Exception as err:
+            ctx = TaskRunContext.get()
+            if ctx is not None:
+                _execute._set_attempts(err, ctx.task_run.run_count)
+            raise
+        finally:
+            _durable.CURRENT.reset(outer)
+
+    # Parameters as the user wrote them (``__wrapped__``), but not the user's
+    # module/qualname: cloudpickle would then ship ``run`` by reference to the
+    # user's function (Dask workers) and fail.
+    functools.update_wrapper(run, step.fn, assigned=("__name__", "__doc__"), updated=())
+
+    def task_run_name() -> str:
+        return _execute.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
+
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "task_run_name": task_run_name,
+        "description": spec.description,
+        "tags": list(spec.tags),
+        # No cache: Prefect's default policy hashes every input of every call.
+        "cache_policy": INPUTS + TASK_SOURCE if spec.cache else NO_CACHE,
+        "persist_result": spec.cache,
+        **_retry_options(spec.retry_policy),
+    }
+    task: PrefectTask[..., Any] = PrefectTask(fn=run, **options)
+    step.__dict__["_prefect_task"] = task
+    return task
+
+
+def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
+    """The async Prefect flow behind ``flow`` (built once)."""
+    pf: PrefectFlow[..., Any] | None = flow.__dict__.get("_prefect_flow")
+    if pf is not None:
+        return pf
+    spec = flow.spec
+
+    async def body(*args: Any, **kwargs: Any) -> Any:
+        return await run_flow_body(flow, args, kwargs)
+
+    functools.update_wrapper(body, flow.fn)
+    pf = PrefectFlow(
+        fn=body,
+        name=spec.name,
+        description=spec.description,
+        retries=spec.retries,
+        task_runner=spec.task_runner,
+        flow_run_name=functools.partial(run_name, spec.name),
+    )
+    flow.__dict__["_prefect_flow"] = pf
+    return pf
+
+
+# The durable key of the step call being started (read by its task's cache policy).
+_STEP_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "beluga_step_key", default=None
+)
+
+
+def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    return _STEP_KEY.get()
+
+
+def _durable_task(step: Step) -> PrefectTask[..., Any]:
+    """``step``'s task with its result persisted under the workflow's durable key."""
+    cached: PrefectTask[..., Any] | None = step.__dict__.get("_durable_task")
+    if cached is None:
+        cached = prefect_task(step).with_options(
+            cache_policy=CacheKeyFnPolicy(cache_key_fn=_durable_key), persist_result=True
+        )
+        step.__dict__["_durable_task"] = cached
+    return cached
+
+
+async def _durable_step(
+    run: _durable.LiveRun, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A step call inside a workflow: a task run named by its label whose result is
+    stored under its durable key; a replay finds it there instead of running it."""
+    label, key = run.step_identity(step.spec.name, input_hash(args, kwargs))
+    task = _durable_task(step) if key is not None else prefect_task(step)
+    if run.rollback is not None and (key is None or not await stored(task, key)):
+        raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
+    tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key)
+    try:
+        quoted = {k: quote(v) for k, v in kwargs.items()}
+        result = await task(*(quote(a) for a in args), **quoted)
+    finally:
+        _execute.RUN_LABEL.reset(tokens[0])
+        _STEP_KEY.reset(tokens[1])
+    run.last_step = label
+    return result
+
+
+async def stored(task: PrefectTask[..., Any], key: str) -> bool:
+    """Whether ``task`` completed under durable ``key`` (its result is in its store)."""
+    store = await get_result_store().aupdate_for_task(task)
+    return bool(await store.aexists(key))
+
+
+# The body of an ad-hoc flow run travels in the context, not as a parameter, so the
+# UI shows only the real input.
+_BODY: contextvars.ContextVar[Callable[[Any], Awaitable[Any]]] = contextvars.ContextVar(
+    "beluga_flow_body"
+)
+# True inside a run started with a task runner: steps are submitted to it.
+_SUBMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("beluga_submit", default=False)
+
+
+async def _run_body(input: Any) -> Any:
+    return await _BODY.get()(input)
+
+
+@functools.cache
+def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
+    # ``run`` reaches the ContextVar through a module-level function: Prefect ships
+    # the flow to task-runner processes, and a ContextVar does not pickle.
+    async def run(input: Any) -> Any:
+        return await _run_body(input)
+
+    return PrefectFlow(
+        fn=run,
+        name=name,
+        description=description,
+        validate_parameters=False,
+        flow_run_name=functools.partial(run_name, name),
+    )
+
+
+def run_name(name: str) -> str:
+    """A flow run's name in the UI: what ran and when (``sales-report-0912-4f2a``)."""
+    return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+_ENSURED: set[str] = set()
+
+
+async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
+    """Create the global concurrency limit ``name`` if missing (once per process)."""
+    if name in _ENSURED:
+        return
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            if rate:
+                declared = rate_limit_spec(name)
+                if declared is None:
+                    raise missing(name, rate=True) from None
+                create = GlobalConcurrencyLimitCreate(
+                    name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
+                )
+            elif slots is None:
+                raise missing(name, rate=False) from None
+            else:
+                create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
+            try:
+                await client.create_global_concurrency_limit(create)
+                get_logger("beluga_flows").info(
+                    "created Prefect global concurrency limit %r (%s)",
+                    name,
+                    f"{create.limit} slots"
+                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
+                )
+            except ObjectAlreadyExists:
+                pass  # another process created it first
+    _ENSURED.add(name)
+
+
+async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
+    try:
+        await waiting
+    except TimeoutError:
+        raise exhausted(kind, name, timeout) from None
+
+
+def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
+    """Each breaker state change is a Prefect event (``beluga.breaker.opened`` …)."""
+    verb = {"open": "opened", "half_open": "half_opened", "closed": "closed"}[str(new)]
+    emit_event(
+        event=f"beluga.breaker.{verb}",
+        resource={
+            "prefect.resource.id": f"beluga.breaker.{breaker.name}",
+            "prefect.resource.name": breaker.name,
+        },
+        payload={"from": str(old), "to": str(new)},
+    )
+
+
+add_global_listener(_emit_breaker_event)
+
+
+class PrefectEngine(Engine):
+    """Runs steps as Prefect task runs and flows as Prefect flow runs."""
+
+    name = "prefect"
+    sleep: _execute.Sleep = staticmethod(asyncio.sleep)
+    rng: random.Random | None = None
+
+    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        run = _durable.CURRENT.get()
+        if run is not None:
+            run.checkpoint()  # a workflow's step boundary: cancel / terminate land here
+        if not step.spec.track:
+            if run is not None:  # an inline step keeps no record: a roll-back stops here
+                run.stop_if_rolling_back(f"inline step {step.spec.name!r}")
+            return await run_inline(self, step, args, kwargs)
+        task = prefect_task(step)
+        tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
+        async with _execute.flow_slot():
+            with tagged:
+                if run is not None and not _SUBMIT.get():
+                    return await _durable_step(run, step, args, kwargs)
+                if _SUBMIT.get():  # (task runners do not unwrap quote())
+                    future = task.submit(*args, **kwargs)
+                    return await asyncio.to_thread(future.result)
+                # quote(): Prefect otherwise walks every argument, twice per task run,
+                # looking for futures; a graph's whole state is every node's argument.
+                quoted = {k: quote(v) for k, v in kwargs.items()}
+                return await task(*(quote(a) for a in args), **quoted)
+
+    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with prefect_tags("beluga:flow", *flow.spec.tags):
+            return await prefect_flow(flow)(*args, **kwargs)
+
+    async def in_flow(
+        self,
+        name: str,
+        body: Callable[[Any], Awaitable[T]],
+        input: Any,
+        *,
+        description: str | None = None,
+        task_runner: Any = None,
+        tags: tuple[str, ...] = (),
+    ) -> T:
+        if task_runner is None and FlowRunContext.get() is not None:
+            return await body(input)
+        pf = _adhoc_flow(name, description)
+        if task_runner is not None:
+            # Steps go to the runner (Dask …) through Task.submit, in a (sub-)flow run
+            # whose task runner it is.
+            pf = pf.with_options(task_runner=task_runner)
+        token, submit = _BODY.set(body), _SUBMIT.set(task_runner is not None)
+        try:
+            with prefect_tags(*tags):
+                result = pf(input=input)
+                assert inspect.isawaitable(result)
+                return await result  # type: ignore[no-any-return]
+        finally:
+            _BODY.reset(token)
+            _SUBMIT.reset(submit)
+
+    async def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        if FlowRunContext.get() is not None:
+            await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
+
+    @contextlib.asynccontextmanager
+    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if spec.rate_limit is not None:
+                await _ensure_limit(spec.rate_limit, None, rate=True)
+                await _acquire(
+                    "rate limit",
+                    spec.rate_limit,
+                    spec.timeout,
+                    prefect_rate_limit(spec.rate_limit, timeout_seconds=spec.timeout, strict=True),
+                )
+            if spec.concurrency is not None:
+                await _ensure_limit(spec.concurrency, spec.max_concurrency, rate=False)
+                slot = prefect_concurrency(
+                    spec.concurrency, timeout_seconds=spec.timeout, strict=True
+                )
+                await _acquire(
+                    "concurrency limit",
+                    spec.concurrency,
+                    spec.timeout,
+                    stack.enter_async_context(slot),
+                )
+            yield
+
+    def run_id(self) -> str | None:
+        ctx = FlowRunContext.get()
+        return str(ctx.flow_run.id) if ctx is not None and ctx.flow_run is not None else None
+
+    def __repr__(self) -> str:
+        return "PrefectEngine()"
+
+
+_ENGINE = PrefectEngine()

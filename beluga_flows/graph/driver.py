@@ -1,0 +1,189 @@
+"""The graph driver: carries out the scheduler's commands for one invocation.
+
+It owns the asyncio side (one task per running node, routers evaluated inline, the
+deadline) and nothing else: what runs next is the scheduler's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from beluga_flows import _execute, telemetry
+from beluga_flows.core.decorators import Step
+from beluga_flows.engine import Engine
+from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.graph.scheduler import Command, EvaluateRoute, NodeStatus, Scheduler, StartNode
+
+if TYPE_CHECKING:
+    from beluga_flows.graph.builder import CompiledGraph
+
+__all__ = ["GraphReport", "GraphResult", "GraphRun"]
+
+
+@dataclass(frozen=True)
+class GraphReport:
+    """How each node of one graph run ended, and how often it ran."""
+
+    statuses: Mapping[str, NodeStatus]
+    iterations: Mapping[str, int]
+    errors: Mapping[str, BaseException]
+
+
+class GraphResult(dict[str, Any]):
+    """The final state of a graph run (a plain ``dict``) with its ``.report``."""
+
+    report: GraphReport
+
+
+class GraphRun:
+    """One invocation: carries out the scheduler's commands."""
+
+    def __init__(self, graph: CompiledGraph, engine: Engine, state: dict[str, Any]) -> None:
+        self.graph = graph
+        self.plan = graph.plan
+        self.engine = engine
+        self.sched = Scheduler(graph.plan, state)
+        self.tasks: dict[asyncio.Future[Any], str] = {}
+
+    async def drive(self) -> GraphResult:
+        loop = asyncio.get_running_loop()
+        deadline = None if self.graph.timeout is None else loop.time() + self.graph.timeout
+        try:
+            await self._apply(self.sched.start())
+            while self.tasks:
+                wait = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    self.tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    self._timed_out()
+                    break
+                for task in done:
+                    await self._settle(task)
+        finally:
+            await self._cancel_running()
+        return self._outcome()
+
+    async def _settle(self, task: asyncio.Future[Any]) -> None:
+        node = self.tasks.pop(task)
+        err = task.exception()
+        if err is not None and not isinstance(err, Exception):
+            raise err  # control flow (cancellation) ends the run as it is
+        if err is not None:
+            await self._apply(self.sched.failed(node, err))
+        else:
+            await self._apply(self.sched.finished(node, task.result()))
+
+    def _timed_out(self) -> None:
+        self.sched.abort(
+            OrchestratorError(
+                "graph",
+                f"graph {self.graph.name!r} timed out after {self.graph.timeout:g}s "
+                f"(running: {', '.join(self.sched.running)})",
+                ErrorCode.TIMEOUT,
+            )
+        )
+
+    async def _cancel_running(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _apply(self, commands: list[Command]) -> None:
+        pending = deque(commands)
+        while pending:
+            cmd = pending.popleft()
+            if isinstance(cmd, StartNode):
+                self.tasks[asyncio.ensure_future(self._run_node(cmd))] = cmd.node
+            elif isinstance(cmd, EvaluateRoute):
+                pending.extend(await self._route(cmd))
+
+    async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
+        runner = self.plan.runners[cmd.node]
+        _execute.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
+        with telemetry.span(
+            "graph.node",
+            **{
+                "graph.name": self.graph.name,
+                "node.name": cmd.node,
+                "node.iteration": cmd.iteration,
+            },
+        ):
+            if isinstance(runner, Step):
+                updates = await self.engine.run_step(runner, (cmd.state,), {})
+            else:
+                updates = await runner.ainvoke(cmd.state)
+        if updates is not None and not isinstance(updates, Mapping):
+            raise OrchestratorError(
+                "graph",
+                f"node {cmd.node!r} returned {type(updates).__name__}; "
+                "a node returns a dict of updates or None",
+                ErrorCode.INVALID_STATE,
+                node=cmd.node,
+            )
+        return dict(updates) if updates is not None else None
+
+    async def _route(self, cmd: EvaluateRoute) -> list[Command]:
+        route = self.plan.routes[cmd.node]
+        try:
+            choice = route.fn(cmd.state)
+            if inspect.isawaitable(choice):
+                choice = await choice
+            targets = [self._resolve(cmd.node, c) for c in _as_list(choice)]
+        except OrchestratorError as err:
+            return self.sched.route_failed(err)
+        except Exception as err:
+            failed = OrchestratorError(
+                "graph",
+                f"router of {cmd.node!r} failed: {err}",
+                ErrorCode.EXECUTION_FAILED,
+                node=cmd.node,
+            )
+            failed.__cause__ = err  # judged by its cause: a flaky router is retried
+            return self.sched.route_failed(failed)
+        return self.sched.routed(cmd.node, targets)
+
+    def _resolve(self, node: str, choice: Any) -> str:
+        route = self.plan.routes[node]
+        with contextlib.suppress(TypeError):  # unhashable: no key, and no node name
+            if route.path_map is not None and choice in route.path_map:
+                return route.path_map[choice]
+            if choice in route.targets:
+                return str(choice)
+        expected = sorted(route.path_map) if route.path_map is not None else sorted(route.targets)
+        raise OrchestratorError(
+            "graph",
+            f"router of {node!r} returned unknown key {choice!r}; expected one of {expected}",
+            ErrorCode.INVALID_STATE,
+            node=node,
+        )
+
+    def _outcome(self) -> GraphResult:
+        s = self.sched
+        report = GraphReport(statuses=s.report(), iterations=dict(s.runs), errors=dict(s.errors))
+        if s.fatal is not None:
+            s.fatal.report = report  # type: ignore[attr-defined]
+            raise s.fatal
+        if s.errors:
+            node, err = next(iter(s.errors.items()))
+            raise OrchestratorError(
+                "graph",
+                f"node {node!r} failed: {err}",
+                ErrorCode.EXECUTION_FAILED,
+                node=node,
+                report=report,
+            ) from err
+        result = GraphResult(s.state)
+        result.report = report
+        return result
+
+
+def _as_list(choice: Any) -> list[Any]:
+    return list(choice) if isinstance(choice, list | tuple | set | frozenset) else [choice]

@@ -1,0 +1,162 @@
+"""Small patterns built from the graph: a router and scatter/gather.
+
+Example::
+
+    triage = bf.Router(classify, {"billing": billing_chain, "tech": tech_chain},
+                       fallback=human_queue)
+    triage.invoke("my card was charged twice")
+
+    best = bf.scatter_gather([search_web, search_wiki, search_docs], aggregate=rank)
+    best.invoke("prefect retries")
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from beluga_flows import _execute
+from beluga_flows._validate import config_error
+from beluga_flows.core.runnable import Runnable
+from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.graph.builder import END, START, CompiledGraph, Graph
+
+__all__ = ["Router", "scatter_gather"]
+
+
+async def _call(member: Any, value: Any) -> Any:
+    if isinstance(member, Runnable):
+        return await member.ainvoke(value)
+    return await _execute.call(member, (value,), {})
+
+
+def _check(owner: str, what: str, member: Any) -> None:
+    if not (isinstance(member, Runnable) or callable(member)):
+        raise config_error(owner, f"{what} must be callable or a Runnable, got {member!r}")
+
+
+class _GraphPattern(Runnable):
+    """A Runnable whose input is ``state["input"]`` and output ``state["output"]``."""
+
+    graph: CompiledGraph
+
+    async def ainvoke(self, input: Any, **opts: Any) -> Any:
+        return (await self.graph.ainvoke({"input": input}, **opts))["output"]
+
+
+class Router(_GraphPattern):
+    """Send the input to one route picked by ``classifier(input)``.
+
+    The route receives the original input. A key with no route goes to
+    ``fallback``; without one it raises ``NOT_FOUND`` naming the key.
+    """
+
+    def __init__(
+        self,
+        classifier: Callable[[Any], Any] | Runnable,
+        routes: Mapping[str, Any],
+        fallback: Any = None,
+        *,
+        name: str = "router",
+    ) -> None:
+        _check("router", "classifier", classifier)
+        if not isinstance(routes, Mapping) or not routes:
+            raise config_error("router", f"routes must be a non-empty dict, got {routes!r}")
+        for key, route in routes.items():
+            _check("router", f"route {key!r}", route)
+        if fallback is not None:
+            _check("router", "fallback", fallback)
+        self.name = name
+        self.routes = dict(routes)
+        self.fallback = fallback
+
+        async def classify(state: dict[str, Any]) -> dict[str, Any]:
+            return {"route": await _call(classifier, state["input"])}
+
+        def pick(state: dict[str, Any]) -> str:
+            key = state["route"]
+            if key in self.routes:
+                return f"route:{key}"
+            if fallback is not None:
+                return "fallback"
+            known = ", ".join(map(repr, self.routes))
+            raise OrchestratorError(
+                "router",
+                f"no route for {key!r} (routes: {known}) and no fallback",
+                ErrorCode.NOT_FOUND,
+            )
+
+        g = Graph(name=name).add_node("classify", classify).set_entry_point("classify")
+        members = {f"route:{key}": route for key, route in self.routes.items()}
+        if fallback is not None:
+            members["fallback"] = fallback
+        for node, member in members.items():
+            g.add_node(node, _output_of(member))
+        g.add_conditional_edges("classify", pick, list(members))
+        self.graph = g.compile()
+
+
+def _output_of(member: Any) -> Callable[[dict[str, Any]], Any]:
+    async def run(state: dict[str, Any]) -> dict[str, Any]:
+        return {"output": await _call(member, state["input"])}
+
+    return run
+
+
+class _ScatterGather(_GraphPattern):
+    def __init__(self, workers: Sequence[Any], aggregate: Any, name: str) -> None:
+        self.name = name
+        self.workers = list(workers)
+        g = Graph(name=name, reducers={"results": operator.add}, max_workers=max(1, len(workers)))
+        for i, worker in enumerate(self.workers):
+
+            async def scatter(state: dict[str, Any], i: int = i, worker: Any = worker) -> Any:
+                return {"results": [(i, await _call(worker, state["input"]))]}
+
+            g.add_node(f"worker_{i}", scatter).add_edge(START, f"worker_{i}")
+            g.add_edge(f"worker_{i}", "gather")
+
+        async def gather(state: dict[str, Any]) -> dict[str, Any]:
+            ordered = [out for _, out in sorted(state["results"], key=operator.itemgetter(0))]
+            return {"output": await _call(aggregate, ordered)}
+
+        g.add_node("gather", gather).add_edge("gather", END)
+        self.graph = g.compile()
+
+    async def ainvoke(self, input: Any, **opts: Any) -> Any:
+        try:
+            return await super().ainvoke(input, **opts)
+        except OrchestratorError as err:
+            report = getattr(err, "report", None)
+            failed = sorted(
+                int(n.split("_")[1])
+                for n in (report.errors if report else {})
+                if n.startswith("worker_")
+            )
+            if not failed:
+                raise
+            cause = report.errors[f"worker_{failed[0]}"]  # type: ignore[union-attr]
+            raise OrchestratorError(
+                "scatter_gather",
+                f"worker {failed[0]} failed: {cause}",
+                ErrorCode.EXECUTION_FAILED,
+                worker=failed[0],
+                report=report,
+            ) from cause
+
+
+def scatter_gather(
+    workers: Sequence[Any], aggregate: Any, *, name: str = "scatter_gather"
+) -> Runnable:
+    """Run every worker on the same input in parallel, then ``aggregate(results)``.
+
+    Results are in worker order; if workers fail, the error names the first failed
+    worker by index, with its exception as ``__cause__``.
+    """
+    if isinstance(workers, str | bytes) or not isinstance(workers, Sequence) or not workers:
+        raise config_error("scatter_gather", f"workers must be a non-empty list, got {workers!r}")
+    for i, worker in enumerate(workers):
+        _check("scatter_gather", f"worker {i}", worker)
+    _check("scatter_gather", "aggregate", aggregate)
+    return _ScatterGather(workers, aggregate, name)

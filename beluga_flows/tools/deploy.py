@@ -1,0 +1,197 @@
+"""Declarative deployments: ``deployments/*.yaml`` files, validated, served or deployed.
+
+One file declares one deployment of a flow (a ``@bf.flow``, a ``bf.Workflow`` or a
+Prefect flow) found at ``entrypoint``::
+
+    name: nightly-sales                     # the deployment's name
+    entrypoint: flows/sales_report.py:sales_report
+    description: The nightly CSV report
+    parameters: {csv_path: flows/data/sales.csv}
+    schedule: {cron: "0 2 * * *", timezone: Europe/Lisbon}   # or interval: 3600, or rrule: ...
+    tags: [reports]
+    work_pool: default                      # for `beluga-flows deploy` (workers)
+    concurrency: 1                          # runs of this deployment at once
+
+Everything is checked before anything is registered: a bad file raises
+``INVALID_CONFIG`` naming the file and the field, an entrypoint that does not import
+raises with its import error, and nothing is half-registered. Prefect is imported
+only when deployments are built (this is an edge module, like the CLI).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from beluga_flows.errors import ErrorCode, OrchestratorError
+
+__all__ = ["DeploymentFile", "Schedule", "build", "load", "prefect_flow_of"]
+
+
+class Schedule(pydantic.BaseModel):
+    """Exactly one of ``cron``, ``interval`` (seconds) or ``rrule``, in ``timezone``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = None
+    interval: float | None = pydantic.Field(default=None, gt=0)
+    rrule: str | None = None
+    timezone: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        kinds = [k for k in ("cron", "interval", "rrule") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of cron, interval, rrule (got {kinds or 'none'})")
+        if self.cron is not None:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            try:
+                CronSchedule(cron=self.cron)
+            except pydantic.ValidationError:
+                raise ValueError(f"not a cron expression: {self.cron!r}") from None
+        if self.timezone is not None:
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown timezone {self.timezone!r}") from None
+        return self
+
+
+class DeploymentFile(pydantic.BaseModel):
+    """One ``deployments/*.yaml`` file."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    name: str = pydantic.Field(min_length=1, max_length=255)
+    entrypoint: str = pydantic.Field(pattern=r"^[^:]+\.py:[A-Za-z_][\w.]*$")
+    description: str | None = None
+    parameters: dict[str, Any] = {}
+    schedule: Schedule | None = None
+    tags: list[str] = []
+    work_pool: str | None = None
+    concurrency: int | None = pydantic.Field(default=None, ge=1)
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated file and where it came from."""
+
+    path: Path
+    spec: DeploymentFile
+
+
+def _config_error(path: Path, err: pydantic.ValidationError) -> OrchestratorError:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(file)"
+    return OrchestratorError(
+        "deploy", f"{path}: {where}: {first['msg']}", ErrorCode.INVALID_CONFIG, field=where
+    )
+
+
+def files(paths: list[str] | None, default: str = "deployments") -> list[Path]:
+    """The YAML files named by ``paths`` (files or folders; default ``deployments/``)."""
+    found: list[Path] = []
+    for raw in paths or [default]:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise OrchestratorError("deploy", f"no such file or folder: {raw}", ErrorCode.NOT_FOUND)
+    if not found:
+        raise OrchestratorError("deploy", f"no deployment files in {paths}", ErrorCode.NOT_FOUND)
+    return found
+
+
+def load(paths: list[str] | None = None) -> list[Loaded]:
+    """Read and validate every file; the first bad one raises ``INVALID_CONFIG``."""
+    loaded = []
+    for path in files(paths):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise OrchestratorError(
+                "deploy", f"{path}: not valid YAML: {err}", ErrorCode.INVALID_CONFIG
+            ) from err
+        try:
+            loaded.append(Loaded(path, DeploymentFile.model_validate(data)))
+        except pydantic.ValidationError as err:
+            raise _config_error(path, err) from None
+    names = [item.spec.name for item in loaded]
+    if duplicate := next((n for n in names if names.count(n) > 1), None):
+        raise OrchestratorError(
+            "deploy", f"two files declare deployment {duplicate!r}", ErrorCode.INVALID_CONFIG
+        )
+    return loaded
+
+
+def prefect_flow_of(obj: Any, where: str) -> tuple[Any, str]:
+    """The Prefect flow behind ``obj`` and the attribute path a runner imports."""
+    from prefect import Flow as PrefectFlow
+
+    from beluga_flows.core.decorators import Flow
+    from beluga_flows.durable.workflow import Workflow
+
+    if isinstance(obj, Workflow):
+        return obj.prefect_flow, ".prefect_flow"
+    if isinstance(obj, Flow):
+        return obj.to_prefect(), ".prefect_flow"
+    if isinstance(obj, PrefectFlow):
+        return obj, ""
+    raise OrchestratorError(
+        "deploy",
+        f"{where} is not a flow (a @bf.flow, bf.Workflow or Prefect flow): {obj!r}",
+        ErrorCode.INVALID_CONFIG,
+    )
+
+
+def _schedules(schedule: Schedule | None) -> list[Any] | None:
+    if schedule is None:
+        return None
+    from prefect.schedules import Cron, Interval, RRule
+
+    tz = schedule.timezone
+    if schedule.cron is not None:
+        return [Cron(schedule.cron, timezone=tz)]
+    if schedule.interval is not None:
+        return [Interval(schedule.interval, timezone=tz)]
+    assert schedule.rrule is not None
+    return [RRule(schedule.rrule, timezone=tz)]
+
+
+def build(loaded: list[Loaded], *, served: bool = False, work_pool: str | None = None) -> list[Any]:
+    """Prefect ``RunnerDeployment``s for ``loaded``; every entrypoint is imported first.
+    ``served`` deployments run in this process's runner, so they take no work pool."""
+    from prefect.deployments.runner import RunnerDeployment
+
+    from beluga_flows.cli.main import load_target
+
+    built = []
+    for item in loaded:
+        spec = item.spec
+        obj = load_target(spec.entrypoint, what=f"{item.path}: entrypoint {spec.entrypoint}")
+        _, attribute = prefect_flow_of(obj, f"{item.path}: entrypoint {spec.entrypoint}")
+        path, _, name = spec.entrypoint.rpartition(":")
+        pool = None if served else work_pool or spec.work_pool
+        built.append(
+            RunnerDeployment.from_entrypoint(
+                f"{Path(path).resolve()}:{name}{attribute}",
+                name=spec.name,
+                schedules=_schedules(spec.schedule),
+                parameters=spec.parameters,
+                description=spec.description,
+                tags=spec.tags,
+                concurrency_limit=spec.concurrency,
+                paused=spec.paused,
+                work_pool_name=pool,
+            )
+        )
+    return built
