@@ -148,3 +148,24 @@ diamond = bf.Workflow(diamond_body, name="wf-graph-diamond", mode="in_process")
 reviewed = bf.Workflow(reviewed_body, name="wf-graph-reviewed", mode="in_process")
 charges = bf.Workflow(charges_body, name="wf-graph-charges", mode="in_process")
 takers = bf.Workflow(takers_body, name="wf-graph-takers", mode="in_process")
+
+
+def _link(name: str, fails_once: bool = False) -> Any:
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        note(state["ledger"], f"link {name}")
+        if fails_once and _once(state["ledger"], name):
+            raise RuntimeError(f"{name} is broken")
+        return {**state, "path": state.get("path", "") + name}
+
+    run.__name__ = f"link_{name}"
+    return run
+
+
+LINKS = bf.Chain([_link("p"), _link("q", fails_once=True), _link("r")], name="links")
+
+
+def links_body(ledger: str) -> str:
+    return str(LINKS.invoke({"ledger": ledger})["path"])
+
+
+links = bf.Workflow(links_body, name="wf-chain-links", mode="in_process")

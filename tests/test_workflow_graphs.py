@@ -15,7 +15,7 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from tests.graph_workflows import charges, diamond, reviewed, takers
+from tests.graph_workflows import charges, diamond, links, reviewed, takers
 from tests.procs import until
 from tests.workflow_app import lines
 
@@ -49,6 +49,17 @@ def test_resume_continues_a_failed_graph_without_running_completed_nodes(ledger:
     )
     assert set(listed) == {"a", "b", "c", "d"}  # node executions, by label
     assert all(status is bf.StepStatus.COMPLETED for status in listed.values())
+
+
+def test_resume_continues_a_failed_chain_from_its_failed_step(ledger: str) -> None:
+    Path(ledger + ".q").touch()
+    wid = new_id()
+    links.execute({"ledger": ledger}, workflow_id=wid)
+    with pytest.raises(OrchestratorError):
+        links.get_result(wid, timeout=60)
+    second = links.resume(wid)
+    assert links.get_result(wid, second.run_id, timeout=60) == "pqr"
+    assert lines(ledger) == ["link p", "link q", "link q", "link r"]
 
 
 def test_a_node_waits_for_approval_while_an_independent_branch_finishes(ledger: str) -> None:
