@@ -21,17 +21,21 @@ OpenTelemetry meter ``beluga_flows.examples`` (``orchestrator.decisions``, attri
 ``node``, ``choice`` and ``strategy``) and written as a table to the run's artifacts
 (``orchestrator-decisions``). Everything is local: no network, no model.
 
-Run it, and approve a risky task from another terminal::
+Run it against a server (``beluga-flows server``, or the one ``make demo`` started)
+and approve a risky task from another terminal; ``workflow start`` hosts the run, so
+it stays in the background until the run ends (or serve the workflow with
+``beluga-flows workflow serve flows/enterprise_orchestrator.py:enterprise``)::
 
     beluga-flows workflow start flows/enterprise_orchestrator.py:enterprise --id ent-1 \\
-        --param task="Deploy release 4.2 to production and delete the staging database"
-    beluga-flows workflow query ent-1 status          # paused: it asks for approval
+        --param task="Deploy release 4.2 to production; delete the staging database" &
+    beluga-flows workflow query ent-1 status          # "paused": it asks for approval
     beluga-flows workflow signal ent-1 approval \\
         --data '{"approved": true, "reviewer": "ana", "comment": "go"}'
-    beluga-flows workflow result ent-1
+    beluga-flows workflow result ent-1                # {"strategy": "approval", ...}
+    beluga-flows workflow query ent-1 steps           # the node executions and agent calls
 
-or ``python flows/enterprise_orchestrator.py`` to run one task per route that needs no
-approval, in this process.
+``PREFECT_API_URL=http://127.0.0.1:4200/api python flows/enterprise_orchestrator.py``
+runs one task for each route that needs no reviewer (``EXAMPLES``), in this process.
 """
 
 from __future__ import annotations
@@ -486,7 +490,7 @@ if __name__ == "__main__":
         if strategy == "approval":
             continue  # needs a reviewer: see the module docstring (or `make demo`)
         handle = enterprise.execute(
-            {"task": task}, workflow_id=f"ent-{strategy}-{int(time.time())}"
+            {"task": task}, workflow_id=f"ent-{strategy.replace('_', '-')}-{int(time.time())}"
         )
         print(
             json.dumps(

@@ -101,7 +101,7 @@ def test_the_local_tools_do_real_work() -> None:
 
 
 def test_outside_a_workflow_the_approval_node_is_invalid_state() -> None:
-    state = {"task": eo.EXAMPLES["approval"], "max_react_steps": 3, "approval_timeout": 5}
+    state: dict[str, Any] = {"task": eo.EXAMPLES["approval"], "approval_timeout": 5}
     with pytest.raises(bf.OrchestratorError) as info:
         eo.build().invoke(state, provider="local")
     assert info.value.code is bf.ErrorCode.EXECUTION_FAILED and "human_approval" in str(info.value)
