@@ -210,7 +210,6 @@ def _asks(handle: bf.WorkflowHandle) -> str:
 
 
 @pytest.mark.usefixtures("prefect_server")
-@pytest.mark.xfail(reason="needs §12 approval inside nodes", strict=False)
 def test_the_approval_route_waits_for_a_reviewer_and_carries_out_the_plan(
     reader: InMemoryMetricReader,
 ) -> None:

@@ -34,9 +34,7 @@ DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/research_assistant.py:research", {}),
 )
 # The demo also runs flows/order_workflow.py:orders (see _demo_order) and
-# flows/enterprise_orchestrator.py:enterprise on the task for this route (see _demo_enterprise).
-# LEAD: set to "approval" once approval inside graph nodes (API.md §12) is merged.
-ENTERPRISE_ROUTE = "react"
+# flows/enterprise_orchestrator.py:enterprise (see _demo_enterprise).
 
 
 def _latest_run_url(ui_url: str, flow_name: str) -> str:
@@ -155,29 +153,25 @@ def _demo_order(out: str) -> Any:
 
 
 def _demo_enterprise() -> str:
-    """Run the enterprise orchestrator on the task for ``ENTERPRISE_ROUTE``, approve it
-    by signal when its ``human_approval`` node asks; the run id."""
+    """Run the enterprise orchestrator on a task that needs a reviewer and approve it by
+    signal when its ``human_approval`` node asks (independent work goes on); the run id."""
     source = "flows/enterprise_orchestrator.py"
     enterprise = load_target(f"{source}:enterprise")
-    task = load_target(f"{source}:EXAMPLES")[ENTERPRISE_ROUTE]
+    task = load_target(f"{source}:EXAMPLES")["approval"]
     wid = f"enterprise-demo-{int(time.time())}"
     print(f"\n== {source}:enterprise (a graph inside a durable workflow: {task!r})")
     run_id = enterprise.execute({"task": task}, workflow_id=wid).run_id
     print(f"started: workflow_id={wid} run_id={run_id}")
-    if ENTERPRISE_ROUTE == "approval":
-        deadline = time.monotonic() + 120
-        while (status := enterprise.query(wid, run_id, "status")) in (
-            "scheduled",
-            "pending",
-            "running",
-        ):
-            if time.monotonic() > deadline:
-                raise OrchestratorError("demo", "no approval was asked", ErrorCode.TIMEOUT)
-            time.sleep(0.2)
-        if status == "paused":
-            print("its human_approval node asks for approval; approving it with a signal")
-            approval = {"approved": True, "reviewer": "demo", "comment": "from make demo"}
-            enterprise.signal(wid, run_id, "approval", approval)
+    deadline = time.monotonic() + 120
+    waiting = ("scheduled", "pending", "running")
+    while (status := enterprise.query(wid, run_id, "status")) in waiting:
+        if time.monotonic() > deadline:
+            raise OrchestratorError("demo", "no approval was asked", ErrorCode.TIMEOUT)
+        time.sleep(0.2)
+    if status == "paused":
+        print("its human_approval node asks for approval; approving it with a signal")
+        approval = {"approved": True, "reviewer": "demo", "comment": "from make demo"}
+        enterprise.signal(wid, run_id, "approval", approval)
     print(json.dumps(enterprise.get_result(wid, run_id, timeout=180), indent=2))
     return str(run_id)
 
