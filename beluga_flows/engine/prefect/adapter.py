@@ -1,6 +1,7 @@
 """The Prefect adapter: the one module of the core that imports ``prefect``.
 
-* A tracked step is a Prefect task (created once per step, cached on it): its
+* A tracked step is a Prefect task (created once per step, kept in a weak-keyed
+  map: nothing is written onto the user's step or flow): its
   :class:`~beluga_flows.RetryPolicy` becomes ``retries`` / ``retry_delay_seconds`` /
   ``retry_jitter_factor`` / ``retry_condition_fn`` (a plain function: Prefect
   silently ignores a partial or a callable object), so each retry is a visible
@@ -21,8 +22,9 @@ import inspect
 import random
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
@@ -41,19 +43,21 @@ from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
 from beluga_flows import _execute
+from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, guarded_call, input_hash, run_flow_body, run_inline
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.limits import exhausted, missing, rate_limit_spec
 from beluga_flows.resilience.retry import RetryPolicy
 
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow, Step, StepSpec
-
 __all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
 
 T = TypeVar("T")
 _MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
+# What the adapter built for each step and flow, keyed weakly by the user's object.
+_TASKS: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
+_DURABLE: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
+_FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
 def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
@@ -85,9 +89,9 @@ def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
     }
 
 
-def prefect_task(step: Step) -> PrefectTask[..., Any]:
+def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
     """The Prefect task behind ``step`` (built once)."""
-    cached: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
+    cached = _TASKS.get(step)
     if cached is not None:
         return cached
     spec = step.spec
@@ -126,13 +130,13 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
         **_retry_options(spec.retry_policy),
     }
     task: PrefectTask[..., Any] = PrefectTask(fn=run, **options)
-    step.__dict__["_prefect_task"] = task
+    _TASKS[step] = task
     return task
 
 
-def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
+def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
     """The async Prefect flow behind ``flow`` (built once)."""
-    pf: PrefectFlow[..., Any] | None = flow.__dict__.get("_prefect_flow")
+    pf = _FLOWS.get(flow)
     if pf is not None:
         return pf
     spec = flow.spec
@@ -149,7 +153,7 @@ def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
         task_runner=spec.task_runner,
         flow_run_name=functools.partial(run_name, spec.name),
     )
-    flow.__dict__["_prefect_flow"] = pf
+    _FLOWS[flow] = pf
     return pf
 
 
@@ -163,19 +167,18 @@ def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return _STEP_KEY.get()
 
 
-def _durable_task(step: Step) -> PrefectTask[..., Any]:
+def _durable_task(step: StepLike) -> PrefectTask[..., Any]:
     """``step``'s task with its result persisted under the workflow's durable key."""
-    cached: PrefectTask[..., Any] | None = step.__dict__.get("_durable_task")
+    cached = _DURABLE.get(step)
     if cached is None:
-        cached = prefect_task(step).with_options(
+        cached = _DURABLE[step] = prefect_task(step).with_options(
             cache_policy=CacheKeyFnPolicy(cache_key_fn=_durable_key), persist_result=True
         )
-        step.__dict__["_durable_task"] = cached
     return cached
 
 
 async def _durable_step(
-    run: _durable.LiveRun, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    run: _durable.LiveRun, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A step call inside a workflow: a task run named by its label whose result is
     stored under its durable key; a replay finds it there instead of running it."""
@@ -299,7 +302,7 @@ class PrefectEngine(Engine):
     sleep: _execute.Sleep = staticmethod(asyncio.sleep)
     rng: random.Random | None = None
 
-    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         run = _durable.CURRENT.get()
         if run is not None:
             run.checkpoint()  # a workflow's step boundary: cancel / terminate land here
@@ -321,9 +324,13 @@ class PrefectEngine(Engine):
                 quoted = {k: quote(v) for k, v in kwargs.items()}
                 return await task(*(quote(a) for a in args), **quoted)
 
-    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with prefect_tags("beluga:flow", *flow.spec.tags):
             return await prefect_flow(flow)(*args, **kwargs)
+
+    def to_prefect(self, flow: FlowLike) -> PrefectFlow[..., Any]:
+        """The Prefect flow behind ``flow``: what ``Flow.to_prefect()`` returns."""
+        return prefect_flow(flow)
 
     async def in_flow(
         self,

@@ -27,7 +27,8 @@ import contextlib
 import functools
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import Any
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
@@ -42,6 +43,7 @@ from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
 from beluga_flows import _execute, telemetry
+from beluga_flows.core.specs import FlowLike
 from beluga_flows.durable.live import (
     ATTEMPT,
     CURRENT,
@@ -54,17 +56,16 @@ from beluga_flows.engine.base import run_flow_body
 from beluga_flows.engine.prefect import messages, runs, watch
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow
-
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
+# Each workflow's Prefect flow, keyed weakly by its ``Flow`` (never written onto it).
+_FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
-def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
+def workflow_flow(name: str, flow: FlowLike) -> PrefectFlow[..., Any]:
     """The Prefect flow behind a workflow (built once per ``Flow``)."""
-    cached: PrefectFlow[..., Any] | None = flow.__dict__.get("_workflow_flow")
+    cached = _FLOWS.get(flow)
     if cached is not None:
         return cached
 
@@ -79,18 +80,16 @@ def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
         persist_result=True,  # get_result from any process, resume after a crash
         validate_parameters=False,
     )
-    flow.__dict__["_workflow_flow"] = pf
+    _FLOWS[flow] = pf
     return pf
 
 
 # ---------------------------------------------------------------- the body
 
 
-async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def host_run(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one workflow execution inside its flow run (see the module docstring)."""
-    from beluga_flows.engine import (
-        use_engine,  # steps inside a workflow are Prefect task runs, always
-    )
+    from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
 
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
@@ -136,7 +135,7 @@ async def _record_queries(run: LiveRun) -> None:
 
 
 async def _supervise(
-    flow: Flow, run: LiveRun, fr: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    flow: FlowLike, run: LiveRun, fr: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """The body under the watcher: its value, or the Cancelled state it ends in."""
     holder: dict[str, asyncio.Future[Any]] = {}
@@ -181,7 +180,7 @@ async def _end_compensated(run: LiveRun, reason: str, err: Exception | None) -> 
 
 
 async def _roll_back(
-    flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    flow: FlowLike, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A resumed run that must roll back (its predecessor was compensating, or a
     cancel is pending): replay the recorded work only, to register the same
@@ -204,7 +203,9 @@ async def _roll_back(
     )
 
 
-async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _attempts(
+    flow: FlowLike, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     attempt = 0
     while True:
         token = ATTEMPT.set(run.begin_attempt())
