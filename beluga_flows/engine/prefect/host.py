@@ -52,6 +52,7 @@ from beluga_flows.durable.live import (
     RollbackStop,
     Terminated,
 )
+from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
 from beluga_flows.engine.base import run_flow_body
 from beluga_flows.engine.prefect import messages, runs, watch
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -59,12 +60,11 @@ from beluga_flows.errors import ErrorCode, OrchestratorError
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
-# Each workflow's Prefect flow, keyed weakly by its ``Flow`` (never written onto it).
 _FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
 def workflow_flow(name: str, flow: FlowLike) -> PrefectFlow[..., Any]:
-    """The Prefect flow behind a workflow (built once per ``Flow``)."""
+    """The Prefect flow behind a workflow (built once per ``Flow``, kept weakly)."""
     cached = _FLOWS.get(flow)
     if cached is not None:
         return cached
@@ -89,8 +89,6 @@ def workflow_flow(name: str, flow: FlowLike) -> PrefectFlow[..., Any]:
 
 async def host_run(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one workflow execution inside its flow run (see the module docstring)."""
-    from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
-
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     fr = ctx.flow_run
