@@ -23,7 +23,8 @@ import random
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from prefect import Flow as PrefectFlow
@@ -31,14 +32,8 @@ from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.asyncio import concurrency as prefect_concurrency
-from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.logging import get_logger
 from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
@@ -46,8 +41,8 @@ from beluga_flows import _execute
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, guarded_call, input_hash, run_flow_body, run_inline
+from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
-from beluga_flows.resilience.limits import exhausted, missing, rate_limit_spec
 from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
@@ -92,14 +87,19 @@ def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
 def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
     """The Prefect task behind ``step`` (built once)."""
     cached = _TASKS.get(step)
-    if cached is not None:
-        return cached
-    spec = step.spec
+    if cached is None:
+        cached = _TASKS[step] = PrefectTask(fn=_task_fn(step), **_task_options(step))
+    return cached
 
+
+def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
     async def run(*args: Any, **kwargs: Any) -> Any:
         _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         # Steps nested in a step are plain task runs: the outer one is what a
         # workflow replays.
+        scope = _durable.NODE.get()
+        if scope is not None and _durable.CURRENT.get() is scope.run:
+            scope.begin_attempt()  # an attempt of the workflow's own step (not a nested one)
         outer = _durable.CURRENT.set(None)
         try:
             return await guarded_call(_ENGINE, step, args, kwargs)
@@ -115,11 +115,16 @@ def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
     # module/qualname: cloudpickle would then ship ``run`` by reference to the
     # user's function (Dask workers) and fail.
     functools.update_wrapper(run, step.fn, assigned=("__name__", "__doc__"), updated=())
+    return run
+
+
+def _task_options(step: StepLike) -> dict[str, Any]:
+    spec = step.spec
 
     def task_run_name() -> str:
         return _execute.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
 
-    options: dict[str, Any] = {
+    return {
         "name": spec.name,
         "task_run_name": task_run_name,
         "description": spec.description,
@@ -129,9 +134,6 @@ def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
         "persist_result": spec.cache,
         **_retry_options(spec.retry_policy),
     }
-    task: PrefectTask[..., Any] = PrefectTask(fn=run, **options)
-    _TASKS[step] = task
-    return task
 
 
 def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
@@ -168,12 +170,24 @@ def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
 
 
 def _durable_task(step: StepLike) -> PrefectTask[..., Any]:
-    """``step``'s task with its result persisted under the workflow's durable key."""
+    """``step``'s task inside a workflow: it returns a :class:`~beluga_flows.durable.
+    live.Recorded` (the value and the undos its code registered), persisted under the
+    workflow's durable key."""
     cached = _DURABLE.get(step)
     if cached is None:
-        cached = _DURABLE[step] = prefect_task(step).with_options(
-            cache_policy=CacheKeyFnPolicy(cache_key_fn=_durable_key), persist_result=True
-        )
+        run = _task_fn(step)
+
+        async def recorded(*args: Any, **kwargs: Any) -> _durable.Recorded:
+            value = await run(*args, **kwargs)
+            scope = _durable.NODE.get()
+            return _durable.Recorded(value, tuple(scope.undos) if scope is not None else ())
+
+        functools.update_wrapper(recorded, step.fn, assigned=("__name__", "__doc__"), updated=())
+        options = _task_options(step) | {
+            "cache_policy": CacheKeyFnPolicy(cache_key_fn=_durable_key),
+            "persist_result": True,
+        }
+        cached = _DURABLE[step] = PrefectTask(fn=recorded, **options)
     return cached
 
 
@@ -186,13 +200,23 @@ async def _durable_step(
     task = _durable_task(step) if key is not None else prefect_task(step)
     if run.rollback is not None and (key is None or not await stored(task, key)):
         raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
-    tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key)
+    scope = _durable.NodeScope(run, label)
+    tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
         result = await task(*(quote(a) for a in args), **quoted)
+    except BaseException:
+        run.compensations += [(label, undo) for undo in scope.undos]  # its work so far
+        raise
     finally:
         _execute.RUN_LABEL.reset(tokens[0])
         _STEP_KEY.reset(tokens[1])
+        _durable.NODE.reset(tokens[2])
+    if isinstance(result, _durable.Recorded):  # found stored, or just run
+        result, undos = result.value, result.undos
+    else:
+        undos = tuple(scope.undos)
+    run.compensations += [(label, undo) for undo in undos]
     run.last_step = label
     return result
 
@@ -235,48 +259,6 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
 def run_name(name: str) -> str:
     """A flow run's name in the UI: what ran and when (``sales-report-0912-4f2a``)."""
     return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
-
-
-_ENSURED: set[str] = set()
-
-
-async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
-    """Create the global concurrency limit ``name`` if missing (once per process)."""
-    if name in _ENSURED:
-        return
-    async with get_client() as client:
-        try:
-            await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            if rate:
-                declared = rate_limit_spec(name)
-                if declared is None:
-                    raise missing(name, rate=True) from None
-                create = GlobalConcurrencyLimitCreate(
-                    name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
-                )
-            elif slots is None:
-                raise missing(name, rate=False) from None
-            else:
-                create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
-            try:
-                await client.create_global_concurrency_limit(create)
-                get_logger("beluga_flows").info(
-                    "created Prefect global concurrency limit %r (%s)",
-                    name,
-                    f"{create.limit} slots"
-                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
-                )
-            except ObjectAlreadyExists:
-                pass  # another process created it first
-    _ENSURED.add(name)
-
-
-async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
-    try:
-        await waiting
-    except TimeoutError:
-        raise exhausted(kind, name, timeout) from None
 
 
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
@@ -363,29 +345,8 @@ class PrefectEngine(Engine):
         if FlowRunContext.get() is not None:
             await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
 
-    @contextlib.asynccontextmanager
-    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if spec.rate_limit is not None:
-                await _ensure_limit(spec.rate_limit, None, rate=True)
-                await _acquire(
-                    "rate limit",
-                    spec.rate_limit,
-                    spec.timeout,
-                    prefect_rate_limit(spec.rate_limit, timeout_seconds=spec.timeout, strict=True),
-                )
-            if spec.concurrency is not None:
-                await _ensure_limit(spec.concurrency, spec.max_concurrency, rate=False)
-                slot = prefect_concurrency(
-                    spec.concurrency, timeout_seconds=spec.timeout, strict=True
-                )
-                await _acquire(
-                    "concurrency limit",
-                    spec.concurrency,
-                    spec.timeout,
-                    stack.enter_async_context(slot),
-                )
-            yield
+    def limits(self, spec: StepSpec) -> AbstractAsyncContextManager[None]:
+        return hold(spec)  # Prefect's global concurrency and rate limits
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -33,10 +34,9 @@ from typing import Any
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
 from prefect.logging import get_logger
 from prefect.states import Cancelled, Crashed
@@ -55,6 +55,7 @@ from beluga_flows.durable.live import (
 from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
 from beluga_flows.engine.base import run_flow_body
 from beluga_flows.engine.prefect import messages, runs, watch
+from beluga_flows.engine.prefect.serve import deployment_id, serve  # for the workflow API
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
@@ -260,7 +261,11 @@ async def _compensate(run: LiveRun, reason: str) -> list[str]:
     midway is resumed as a roll-back (never forward); each undo completes at most
     once across the whole execution (its result is stored under its durable key).
     """
-    undos = [(i, label, fn) for i, (label, fn) in enumerate(run.compensations)]
+    per_label: collections.Counter[str] = collections.Counter()
+    undos = []
+    for label, fn in run.compensations:
+        per_label[label] += 1
+        undos.append((per_label[label], label, fn))
     run.compensations.clear()
     run.retire()  # the body must not start another step while its effects are undone
     if not undos:
@@ -352,48 +357,3 @@ class Host:
 
 
 host = Host()
-
-
-def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
-    """Serve each ``(workflow, entrypoint)``'s deployment ``<name>/<task_queue>`` in
-    one Prefect runner (blocks until Ctrl-C or SIGTERM)."""
-    from prefect.deployments.runner import RunnerDeployment
-
-    from beluga_flows.engine.prefect.serve import serve_deployments
-
-    deployments = [
-        RunnerDeployment.from_entrypoint(
-            entrypoint,
-            name=workflow.task_queue,
-            tags=[runs.TAG],
-            description=workflow.flow.spec.description,
-        )
-        for workflow, entrypoint in served
-    ]
-    serve_deployments(deployments, limit=limit)
-
-
-async def deployment_id(
-    client: PrefectClient, flow_name: str, queue: str, mode: str
-) -> uuid.UUID | None:
-    """The served deployment that runs this workflow, or ``None`` for in-process.
-
-    ``auto`` uses the deployment ``<flow>/<task_queue>`` when something serves it
-    (Prefect marks it READY while a runner or worker polls), ``served`` requires it,
-    ``in_process`` never looks.
-    """
-    if mode == "in_process":
-        return None
-    try:
-        deployment = await client.read_deployment_by_name(f"{flow_name}/{queue}")
-    except ObjectNotFound:
-        if mode == "served":
-            raise OrchestratorError(
-                "execute",
-                f"no deployment {flow_name}/{queue}: start a worker with wf.serve()",
-                ErrorCode.NOT_FOUND,
-            ) from None
-        return None
-    if mode == "auto" and str(getattr(deployment.status, "value", deployment.status)) != "READY":
-        return None
-    return deployment.id
