@@ -1,4 +1,5 @@
-"""The Prefect adapter: the one module of the core that imports ``prefect``.
+"""The Prefect engine: steps as task runs, flows as flow runs (``engine/prefect/`` is the
+only part of the core that imports ``prefect``).
 
 * A tracked step is a Prefect task (created once per step, kept in a weak-keyed
   map: nothing is written onto the user's step or flow): its
