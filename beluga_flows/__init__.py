@@ -13,6 +13,39 @@ Example::
     @bf.flow
     def weather(city: str) -> dict:
         return fetch(city)
+
+Layers, lowest first. A module imports only from its own layer or lower ones; a
+module belongs to the layer of its longest matching prefix (``core.specs`` is in
+layer 5, ``core.decorators`` in layer 8). ``tests/test_architecture.py`` reads
+this list and fails on an import against it, on any import circle, and on a
+``prefect`` import outside ``engine.prefect``, ``tools.deploy`` and ``cli``::
+
+    1. errors
+    2. _validate, _digest, _threads, _procs, _sync, _execute
+    3. telemetry
+    4. resilience
+    5. core.specs, engine.base, core.middleware
+    6. durable.live
+    7. engine, engine.local, engine.prefect
+    8. core, core.runnable, core.decorators, core.memory
+    9. graph
+    10. durable, durable.inside, durable.workflow, durable.client
+    11. tools
+    12. cli
+    13. beluga_flows, testing
+
+Where the order is not obvious:
+
+* The engines (5, 7) sit *below* the decorators (8): calling a step asks the
+  engine in force to run it, so the engines are typed against
+  :class:`~beluga_flows.core.specs.StepLike`/``FlowLike`` and the frozen specs,
+  never against ``Step``/``Flow``.
+* ``Flow.to_prefect()`` asks the engine registry (``get_engine("prefect")``)
+  for the adapter instead of importing it: the registry is the one place that
+  knows the adapter, and it is below the decorators.
+* ``Runnable | other`` builds a chain, yet ``core`` is below ``graph``: the chain
+  module registers its constructor into ``core.runnable`` when it is imported
+  (this package always imports it), so the core never imports the graph.
 """
 
 from beluga_flows.core.decorators import Flow, FlowSpec, Step, StepSpec, flow, step

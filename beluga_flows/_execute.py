@@ -23,11 +23,10 @@ import functools
 import inspect
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from beluga_flows._threads import Workers
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = [
     "RUN_LABEL",
@@ -166,9 +165,19 @@ async def call_with_timeout(
     return result
 
 
+class RetryDecision(Protocol):
+    """What :func:`retrying` asks of a policy (:class:`~beluga_flows.resilience.retry.RetryPolicy`
+    answers it); a protocol, so this bottom layer does not import the resilience layer."""
+
+    def next_delay(
+        self, attempt: int, err: BaseException, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds before attempt ``attempt + 1``, or ``None`` to give up."""
+
+
 async def retrying(
     attempt: Callable[[], Awaitable[T]],
-    policy: RetryPolicy | None,
+    policy: RetryDecision | None,
     *,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from beluga_flows._procs import alive
-from beluga_flows.cli.main import parse_params
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.tools.server import LocalServer
+from beluga_flows.tools.targets import parse_params
 from tests.procs import stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def test_a_target_file_named_like_a_stdlib_module_shadows_nothing(tmp_path: Path
 
 
 def test_loading_a_target_leaves_sys_modules_and_sys_path_alone(tmp_path: Path) -> None:
-    from beluga_flows.cli.main import load_target
+    from beluga_flows.tools.targets import load_target
 
     (tmp_path / "json.py").write_text("VALUE = 42\n")
     before = list(sys.path)

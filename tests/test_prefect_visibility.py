@@ -237,3 +237,34 @@ def test_breaker_changes_are_prefect_events_and_fast_fails_show_their_code(
         time.sleep(0.5)
     assert [e["event"] for e in mine] == ["beluga.breaker.opened"]
     assert mine[0]["payload"] == {"from": "closed", "to": "open"}
+
+
+def test_prefect_runs_write_nothing_onto_the_users_steps_and_flows() -> None:
+    """The adapter keeps its tasks and flows in weak-keyed maps (and the inline memo
+    of cache=True steps lives in the engine): after Prefect runs a step, a flow and a
+    workflow, each has exactly the attributes it had before."""
+
+    @bf.step
+    def tracked(x: int) -> int:
+        return x + 1
+
+    @bf.step(cache=True, track=False)
+    def memo(x: int) -> int:
+        return x * 2
+
+    @bf.flow(name=unique("no-attrs"))
+    def pipeline(x: int) -> int:
+        return memo(tracked(x))
+
+    def body(x: int) -> int:
+        return tracked(x)
+
+    wf = bf.Workflow(body, name=unique("wf-no-attrs"), mode="in_process")
+    objects = {"step": tracked, "memo step": memo, "flow": pipeline, "workflow flow": wf.flow}
+    before = {key: set(vars(obj)) for key, obj in objects.items()}
+    assert pipeline(1) == 4
+    assert pipeline.to_prefect() is pipeline.prefect_flow  # built once, kept aside
+    handle = wf.execute({"x": 1})
+    assert wf.get_result(handle.workflow_id, handle.run_id, timeout=60) == 2
+    added = {key: set(vars(obj)) - before[key] for key, obj in objects.items()}
+    assert added == {key: set() for key in objects}

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from beluga_flows.cli.main import load_target, run_target
 from beluga_flows.tools.server import LocalServer
+from beluga_flows.tools.targets import load_target, run_target
 from tests.prefect_api import flow_runs, task_runs
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -15,18 +15,16 @@ import argparse
 import asyncio
 import inspect
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from beluga_flows._procs import record, recorded, terminate
-from beluga_flows.cli.main import ensure_server, home, load_target, run_target, use_server
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.tools.server import ensure_server, home, use_server
+from beluga_flows.tools.serving import serving, start_serving
+from beluga_flows.tools.targets import load_target, run_target
 
-__all__ = ["demo", "start_serving", "stop_serving"]
+__all__ = ["demo"]
 
 DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
@@ -120,7 +118,7 @@ def _wait_until_served(pid: int, timeout: float = 180) -> None:
 
     deadline = time.monotonic() + timeout
     while not wanted <= asyncio.run(registered()):
-        if recorded(_serve_file()) is None or time.monotonic() > deadline:
+        if serving() is None or time.monotonic() > deadline:
             raise OrchestratorError(
                 "demo",
                 f"the background serve (pid {pid}) did not register {sorted(wanted)}; "
@@ -174,36 +172,3 @@ def _demo_enterprise() -> str:
         enterprise.signal(wid, run_id, "approval", approval)
     print(json.dumps(enterprise.get_result(wid, run_id, timeout=180), indent=2))
     return str(run_id)
-
-
-def _serve_file() -> Path:
-    return home() / "serve.json"
-
-
-def start_serving(api_url: str) -> int:
-    """``beluga-flows serve deployments/`` in the background (reused if running)."""
-    state = recorded(_serve_file())
-    if state is not None:
-        return int(state["pid"])
-    log = (home() / "serve.log").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "beluga_flows.cli", "serve", "deployments"],
-        env={**os.environ, "PREFECT_API_URL": api_url},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # outlives the demo and its Ctrl-C
-    )
-    log.close()
-    record(_serve_file(), proc.pid)
-    return proc.pid
-
-
-def stop_serving() -> None:
-    """Stop the background ``serve`` process the demo started, if any: it cancels
-    its in-flight runs and pauses its schedules (a minute at most, then killed)."""
-    state = recorded(_serve_file())
-    if state is not None:
-        terminate(state, grace=60)
-        print("Stopped serving the example deployments.")
-    _serve_file().unlink(missing_ok=True)

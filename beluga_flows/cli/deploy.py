@@ -136,8 +136,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _graph_draw(args: argparse.Namespace) -> int:
-    from beluga_flows.cli.main import load_target
     from beluga_flows.graph.builder import CompiledGraph, Graph
+    from beluga_flows.tools.targets import load_target
 
     obj = load_target(args.target)
     if inspect.isfunction(obj):

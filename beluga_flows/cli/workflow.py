@@ -24,6 +24,7 @@ from typing import Any
 
 from beluga_flows.durable.workflow import Workflow, WorkflowClient, WorkflowHandle
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.tools.targets import load_target, parse_params
 
 __all__ = ["register"]
 
@@ -33,8 +34,6 @@ def _print(value: Any) -> None:
 
 
 def _workflow(target: str) -> Workflow:
-    from beluga_flows.cli.main import load_target
-
     obj = load_target(target)
     if not isinstance(obj, Workflow):
         raise OrchestratorError(
@@ -99,8 +98,6 @@ def _host_or_return(wf: Workflow, handle: WorkflowHandle) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from beluga_flows.cli.main import parse_params
-
     wf = _workflow(args.target)
     params = parse_params(args.param or [])
     payload = _data(args.input) if args.input is not None else (params or None)

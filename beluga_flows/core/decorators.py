@@ -22,64 +22,18 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, overload
 
 from beluga_flows import _execute
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows._validate import tags as check_tags
 from beluga_flows.core.runnable import Runnable
-from beluga_flows.engine import current_engine
+from beluga_flows.core.specs import FlowSpec, StepSpec
+from beluga_flows.engine import current_engine, get_engine
 from beluga_flows.resilience.breaker import CircuitBreaker
 from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "derive", "flow", "step"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class StepSpec:
-    """The validated options of a step."""
-
-    name: str
-    description: str | None = None
-    retry_policy: RetryPolicy | None = None
-    timeout: float | None = None
-    cache: bool = False
-    tags: tuple[str, ...] = ()
-    track: bool = True
-    circuit_breaker: str | CircuitBreaker | None = None
-    concurrency: str | None = None
-    max_concurrency: int | None = None
-    rate_limit: str | None = None
-
-    @property
-    def limited(self) -> bool:
-        """Whether calls take a concurrency slot or a rate-limit token."""
-        return self.concurrency is not None or self.rate_limit is not None
-
-    @functools.cached_property
-    def plain(self) -> bool:
-        """No policy at all: an inline call is just the function call (computed once)."""
-        return (
-            self.retry_policy is None
-            and self.timeout is None
-            and not self.cache
-            and self.circuit_breaker is None
-            and not self.limited
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class FlowSpec:
-    """The validated options of a flow."""
-
-    name: str
-    description: str | None = None
-    timeout: float | None = None
-    retries: int = 0
-    max_workers: int | None = None
-    task_runner: Any = field(default=None, compare=False)
-    tags: tuple[str, ...] = ()
 
 
 def _name(owner: str, value: Any, fn: Callable[..., Any]) -> str:
@@ -123,7 +77,6 @@ class Step(Runnable):
         self.spec = spec
         self.name = spec.name
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._memo: dict[str, Any] = {}  # in-process cache for cache=True inline runs
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -164,10 +117,13 @@ class Flow:
         return _execute.run_sync(lambda: current_engine().run_flow(self, args, kwargs))
 
     def to_prefect(self) -> Any:
-        """The ``prefect.Flow`` behind this flow (for ``serve``/``deploy``)."""
-        from beluga_flows.engine.prefect.adapter import prefect_flow
+        """The ``prefect.Flow`` behind this flow (for ``serve``/``deploy``).
 
-        return prefect_flow(self)
+        Asked of the engine registry, which loads the Prefect adapter on first use:
+        the decorators sit above the engines and never import the adapter.
+        """
+        prefect: Any = get_engine("prefect")  # to_prefect is the PrefectEngine's own
+        return prefect.to_prefect(self)
 
     @property
     def prefect_flow(self) -> Any:

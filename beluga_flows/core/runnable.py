@@ -3,6 +3,12 @@
 Subclasses implement :meth:`Runnable.ainvoke` (and may override
 :meth:`Runnable.astream`); the sync methods and batching come from here, written once.
 
+``a | b`` builds a :class:`~beluga_flows.Chain`, yet the core sits *below* the graph
+layer that defines chains. So the dependency is inverted: :mod:`beluga_flows.graph.chain`
+registers its pipe constructor here (:func:`register_pipe`) when it is imported, and
+``import beluga_flows`` always imports it (as does importing any submodule, which
+runs the package's ``__init__`` first). The core never imports the graph.
+
 Example::
 
     >>> import beluga_flows as bf
@@ -16,13 +22,31 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from beluga_flows import _execute
 from beluga_flows._validate import positive_int
+from beluga_flows.errors import ErrorCode, OrchestratorError
 
-__all__ = ["Runnable"]
+__all__ = ["Runnable", "register_pipe"]
+
+# ``left | right`` → a chain; set by beluga_flows.graph.chain (see the module docstring).
+_PIPE: list[Callable[[Any, Any], Runnable]] = []
+
+
+def register_pipe(pipe: Callable[[Any, Any], Runnable]) -> None:
+    """Make ``pipe(left, right)`` what ``left | right`` returns (the chain module's
+    ``Chain.pipe``, registered as it is imported)."""
+    _PIPE[:] = [pipe]
+
+
+def _pipe(left: Any, right: Any) -> Runnable:
+    if not _PIPE:  # only when beluga_flows.graph.chain could not be imported
+        raise OrchestratorError(
+            "runnable", "`|` needs beluga_flows.graph.chain imported", ErrorCode.INVALID_STATE
+        )
+    return _PIPE[0](left, right)
 
 
 class Runnable(abc.ABC):
@@ -100,11 +124,7 @@ class Runnable(abc.ABC):
         return _execute.sync_iter(lambda: self.astream(input, **opts))
 
     def __or__(self, other: Any) -> Runnable:
-        from beluga_flows.graph.chain import Chain
-
-        return Chain.pipe(self, other)
+        return _pipe(self, other)
 
     def __ror__(self, other: Any) -> Runnable:
-        from beluga_flows.graph.chain import Chain
-
-        return Chain.pipe(other, self)
+        return _pipe(other, self)

@@ -3,21 +3,24 @@
 An engine carries out three things: run one step call, run a ``@flow`` body, and
 make sure a body runs inside a flow run (starting one when there is none). The
 policy logic they share lives here and in :mod:`beluga_flows._execute`, written once.
+
+Engines are typed against :class:`~beluga_flows.core.specs.StepLike` /
+``FlowLike`` (below them), never against the decorators (above them), and keep
+what they remember about a step in weak-keyed maps, never on the user's object.
 """
 
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from beluga_flows import _execute
 from beluga_flows._digest import digest
+from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.resilience.breaker import get_breaker
-
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow, Step, StepSpec
 
 __all__ = ["Engine", "guarded_call", "input_hash", "run_flow_body", "run_inline"]
 
@@ -36,10 +39,10 @@ class Engine(Protocol):
     sleep: _execute.Sleep
     rng: random.Random | None
 
-    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one call of ``step`` with all its policies and return its value."""
 
-    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run ``flow`` as a flow run (a sub-flow when called inside one)."""
 
     async def in_flow(
@@ -68,6 +71,9 @@ class Engine(Protocol):
 
 
 _MISS = object()
+# The in-process results of cache=True steps run inline, per step (weakly: a step
+# that is gone takes its results with it).
+_MEMO: weakref.WeakKeyDictionary[StepLike, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
@@ -79,7 +85,7 @@ def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
 
 async def run_inline(
     engine: Engine,
-    step: Step,
+    step: StepLike,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
@@ -90,7 +96,7 @@ async def run_inline(
     if spec.plain and unbounded:  # the hot path of inline glue steps
         return await _execute.call(step.fn, args, kwargs)
     key = input_hash(args, kwargs) if spec.cache else None
-    if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
+    if key is not None and (hit := _MEMO.get(step, {}).get(key, _MISS)) is not _MISS:
         return hit
 
     if spec.retry_policy is None and unbounded:
@@ -104,12 +110,12 @@ async def run_inline(
                 rng=engine.rng,
             )
     if key is not None:
-        step._memo[key] = result
+        _MEMO.setdefault(step, {})[key] = result
     return result
 
 
 async def guarded_call(
-    engine: Engine, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    engine: Engine, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """One attempt of a step call: ``breaker → limits → timeout → call`` (retries
     wrap it). The limits are the engine's: Prefect's global ones, or in-process."""
@@ -135,7 +141,7 @@ async def guarded_call(
     return await breaker.call(limited)
 
 
-async def run_flow_body(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def run_flow_body(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A ``@flow`` body with its timeout and its ``max_workers`` bound on steps."""
     spec = flow.spec
     token = _execute.set_flow_limit(spec.max_workers)

@@ -10,15 +10,13 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from beluga_flows import _execute
+from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.engine.base import Engine, run_flow_body, run_inline
 from beluga_flows.resilience.limits import LocalLimits
 from beluga_flows.resilience.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow, Step, StepSpec
 
 # One set of in-process limits per process, as Prefect's are one per server.
 LOCAL_LIMITS = LocalLimits()
@@ -44,10 +42,10 @@ class LocalEngine(Engine):
         self.sleep = sleep
         self.rng = rng
 
-    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return await run_inline(self, step, args, kwargs)
 
-    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Like Prefect's flow retries: any failure, immediately, ``retries`` times.
         retries = flow.spec.retries
         policy = (

@@ -27,15 +27,22 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from beluga_flows import _execute, telemetry
+from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows.core.decorators import Step, derive, step
 from beluga_flows.core.runnable import Runnable
-from beluga_flows.engine import Engine, get_engine, use_engine
+from beluga_flows.engine import Engine, get_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.graph.driver import GraphReport, GraphResult, GraphRun
-from beluga_flows.graph.plan import END, START, Plan, compile_plan
-from beluga_flows.graph.scheduler import NodeStatus
+from beluga_flows.graph import driver
+from beluga_flows.graph.plan import (
+    END,
+    START,
+    GraphReport,
+    GraphResult,
+    NodeStatus,
+    Plan,
+    compile_plan,
+)
 from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphReport", "GraphResult", "NodeStatus"]
@@ -162,14 +169,12 @@ class Graph(Runnable):
             parallel=self.parallel,
             max_iterations=self.max_iterations,
             reducers=self.reducers,
-        )
-        return CompiledGraph(
-            plan,
             timeout=self.timeout,
             retries=self.retries,
             task_runner=self.task_runner,
             provider=self.provider,
         )
+        return CompiledGraph(plan)
 
     # ---------------------------------------------------------------- running
 
@@ -210,23 +215,18 @@ def _node_step(name: str, fn: Any, overrides: dict[str, Any]) -> Step:
 
 
 class CompiledGraph(Runnable):
-    """A validated graph, ready to run many times."""
+    """A validated graph, ready to run many times.
 
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        timeout: float | None,
-        retries: int,
-        task_runner: Any,
-        provider: str | Engine | None,
-    ) -> None:
+    Its ``plan`` holds everything a run needs (run options included); ``name``,
+    ``timeout``, ``task_runner`` and ``provider`` are the plan's, for reading.
+    """
+
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.name = plan.name
-        self.timeout = timeout
-        self.task_runner = task_runner
-        self.provider = provider
-        self._policy = RetryPolicy.from_retries(retries) if retries else None
+        self.timeout = plan.timeout
+        self.task_runner = plan.task_runner
+        self.provider = plan.provider
 
     async def ainvoke(self, input: Any, **opts: Any) -> GraphResult:
         """Run on the initial state ``input`` (a dict) and return the final state."""
@@ -256,13 +256,7 @@ class CompiledGraph(Runnable):
             f"```mermaid\n{self.draw_mermaid()}\n```",
             f"graph {self.name!r}",
         )
-        with use_engine(engine):
-            return await _execute.retrying(
-                lambda: GraphRun(self, engine, state).drive(),
-                self._policy,
-                sleep=engine.sleep,
-                rng=engine.rng,
-            )
+        return await driver.drive(self.plan, engine, state)
 
     def draw_mermaid(self) -> str:
         """The graph as a mermaid flowchart (conditional edges dotted, labelled)."""

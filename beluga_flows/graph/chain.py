@@ -22,7 +22,7 @@ from beluga_flows import _execute, telemetry
 from beluga_flows._validate import config_error, non_negative_int, seconds
 from beluga_flows.core.decorators import Step, as_step
 from beluga_flows.core.memory import BufferMemory
-from beluga_flows.core.runnable import Runnable
+from beluga_flows.core.runnable import Runnable, register_pipe
 from beluga_flows.engine import Engine, get_engine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.resilience.retry import RetryPolicy
@@ -243,3 +243,6 @@ async def _run_member(engine: Engine, member: Runnable, value: Any) -> Any:
     if isinstance(member, Step):
         return await engine.run_step(member, (value,), {})
     return await member.ainvoke(value)
+
+
+register_pipe(Chain.pipe)  # ``a | b`` in the core builds a Chain (see core.runnable)

@@ -1,7 +1,9 @@
 """The graph driver: carries out the scheduler's commands for one invocation.
 
 It owns the asyncio side (one task per running node, routers evaluated inline, the
-deadline) and nothing else: what runs next is the scheduler's decision.
+deadline, the run's retries) and nothing else: what runs next is the scheduler's
+decision. It takes a :class:`~beluga_flows.graph.plan.Plan` — which holds every run
+option — and never the builder's objects, so it imports nothing from ``builder``.
 """
 
 from __future__ import annotations
@@ -11,49 +13,43 @@ import contextlib
 import inspect
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from beluga_flows import _execute, telemetry
 from beluga_flows.core.decorators import Step
-from beluga_flows.engine import Engine
+from beluga_flows.engine import Engine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.graph.scheduler import Command, EvaluateRoute, NodeStatus, Scheduler, StartNode
+from beluga_flows.graph.plan import GraphReport, GraphResult, Plan
+from beluga_flows.graph.scheduler import Command, EvaluateRoute, Scheduler, StartNode
 
-if TYPE_CHECKING:
-    from beluga_flows.graph.builder import CompiledGraph
-
-__all__ = ["GraphReport", "GraphResult", "GraphRun"]
+__all__ = ["GraphRun", "drive"]
 
 
-@dataclass(frozen=True)
-class GraphReport:
-    """How each node of one graph run ended, and how often it ran."""
-
-    statuses: Mapping[str, NodeStatus]
-    iterations: Mapping[str, int]
-    errors: Mapping[str, BaseException]
-
-
-class GraphResult(dict[str, Any]):
-    """The final state of a graph run (a plain ``dict``) with its ``.report``."""
-
-    report: GraphReport
+async def drive(plan: Plan, engine: Engine, state: dict[str, Any]) -> GraphResult:
+    """Run ``plan`` on ``state`` with ``engine`` in force, retried under the plan's
+    retry policy (each attempt starts again from ``state``)."""
+    with use_engine(engine):
+        return await _execute.retrying(
+            lambda: GraphRun(plan, engine, state).drive(),
+            plan.retry_policy,
+            sleep=engine.sleep,
+            rng=engine.rng,
+        )
 
 
 class GraphRun:
-    """One invocation: carries out the scheduler's commands."""
+    """One attempt of one invocation: carries out the scheduler's commands."""
 
-    def __init__(self, graph: CompiledGraph, engine: Engine, state: dict[str, Any]) -> None:
-        self.graph = graph
-        self.plan = graph.plan
+    def __init__(self, plan: Plan, engine: Engine, state: dict[str, Any]) -> None:
+        self.plan = plan
         self.engine = engine
-        self.sched = Scheduler(graph.plan, state)
+        self.sched = Scheduler(plan, state)
         self.tasks: dict[asyncio.Future[Any], str] = {}
 
     async def drive(self) -> GraphResult:
+        """Run until nothing runs any more (or the plan's deadline passes)."""
         loop = asyncio.get_running_loop()
-        deadline = None if self.graph.timeout is None else loop.time() + self.graph.timeout
+        deadline = None if self.plan.timeout is None else loop.time() + self.plan.timeout
         try:
             await self._apply(self.sched.start())
             while self.tasks:
@@ -84,7 +80,7 @@ class GraphRun:
         self.sched.abort(
             OrchestratorError(
                 "graph",
-                f"graph {self.graph.name!r} timed out after {self.graph.timeout:g}s "
+                f"graph {self.plan.name!r} timed out after {self.plan.timeout:g}s "
                 f"(running: {', '.join(self.sched.running)})",
                 ErrorCode.TIMEOUT,
             )
@@ -111,7 +107,7 @@ class GraphRun:
         with telemetry.span(
             "graph.node",
             **{
-                "graph.name": self.graph.name,
+                "graph.name": self.plan.name,
                 "node.name": cmd.node,
                 "node.iteration": cmd.iteration,
             },

@@ -1,11 +1,16 @@
-"""The frozen plan a :class:`~beluga_flows.Graph` compiles to, and its validation.
+"""The frozen plan a :class:`~beluga_flows.Graph` compiles to, its validation, and
+what a run of it reports.
 
 Compiling never mutates the builder: it reads the builder's records, checks them,
-and produces a :class:`Plan` whose errors name the culprit node or edge.
+and produces a :class:`Plan` whose errors name the culprit node or edge. The plan
+holds every run option too (timeout, retry policy, task runner, provider), so the
+driver needs nothing but a plan; and the result and report types live here, with
+the plan, so the driver and the builder both take them from below.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,12 +19,48 @@ from typing import Any
 
 from beluga_flows._validate import config_error
 from beluga_flows.core.runnable import Runnable
+from beluga_flows.engine import Engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.resilience.retry import RetryPolicy
 
-__all__ = ["END", "START", "Plan", "RouteSpec", "compile_plan"]
+__all__ = [
+    "END",
+    "START",
+    "GraphReport",
+    "GraphResult",
+    "NodeStatus",
+    "Plan",
+    "RouteSpec",
+    "compile_plan",
+]
 
 START = "__start__"
 END = "__end__"
+
+
+class NodeStatus(enum.StrEnum):
+    """How a node ended in a graph run."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEPENDENCY_FAILED = "dependency_failed"
+    SKIPPED = "skipped"
+    RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class GraphReport:
+    """How each node of one graph run ended, and how often it ran."""
+
+    statuses: Mapping[str, NodeStatus]
+    iterations: Mapping[str, int]
+    errors: Mapping[str, BaseException]
+
+
+class GraphResult(dict[str, Any]):
+    """The final state of a graph run (a plain ``dict``) with its ``.report``."""
+
+    report: GraphReport
 
 
 @dataclass(frozen=True)
@@ -49,6 +90,11 @@ class Plan:
     parallel: bool
     max_iterations: int
     reducers: Mapping[str, Callable[[Any, Any], Any]] = field(default_factory=dict)
+    # run options: the whole run's deadline, its retries, where steps go, which engine
+    timeout: float | None = None
+    retry_policy: RetryPolicy | None = None
+    task_runner: Any = field(default=None, compare=False)
+    provider: str | Engine | None = None
 
     def downstream(self, node: str) -> set[str]:
         """Every node reachable from ``node`` through plain and conditional edges."""
@@ -132,8 +178,13 @@ def compile_plan(
     parallel: bool,
     max_iterations: int,
     reducers: Mapping[str, Callable[[Any, Any], Any]],
+    timeout: float | None = None,
+    retries: int = 0,
+    task_runner: Any = None,
+    provider: str | Engine | None = None,
 ) -> Plan:
-    """Validate the builder's records into a :class:`Plan`."""
+    """Validate the builder's records (and its already checked run options) into a
+    :class:`Plan`."""
     successors: dict[str, list[str]] = {n: [] for n in nodes}
     predecessors: dict[str, set[str]] = {n: set() for n in nodes}
     entries = list(entry)
@@ -179,6 +230,10 @@ def compile_plan(
         parallel=parallel,
         max_iterations=max_iterations,
         reducers=MappingProxyType(dict(reducers)),
+        timeout=timeout,
+        retry_policy=RetryPolicy.from_retries(retries) if retries else None,
+        task_runner=task_runner,
+        provider=provider,
     )
     reachable = set(plan.entry)
     for n in plan.entry:

@@ -1,7 +1,7 @@
 """The graph scheduler: a deterministic state machine with no I/O, clock or Prefect.
 
 Events go in (``finished``, ``failed``, ``routed``), commands come out
-(:class:`StartNode`, :class:`EvaluateRoute`). The driver in ``graph.py`` carries
+(:class:`StartNode`, :class:`EvaluateRoute`). The driver (``graph/driver.py``) carries
 the commands out; tests feed events by hand and read the commands.
 
 Rules:
@@ -28,26 +28,15 @@ copying it on every event, as a literal pure reducer would, makes a run quadrati
 
 from __future__ import annotations
 
-import enum
 import heapq
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from beluga_flows.graph.plan import END, Plan
+from beluga_flows.graph.plan import END, NodeStatus, Plan
 
 __all__ = ["EvaluateRoute", "NodeStatus", "Scheduler", "StartNode"]
-
-
-class NodeStatus(enum.StrEnum):
-    """How a node ended in a graph run."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    DEPENDENCY_FAILED = "dependency_failed"
-    SKIPPED = "skipped"
-    RUNNING = "running"
 
 
 @dataclass(frozen=True)

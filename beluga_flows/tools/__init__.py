@@ -1,6 +1,8 @@
-"""Edges for operators: the local Prefect server, deployment files.
+"""Edges for operators, shared by the CLI commands and below them.
 
-``server`` starts and stops the embedded Prefect server; ``deploy`` reads
-``deployments/*.yaml`` and serves or registers them. The CLI sits on top of these;
-nothing here imports the CLI.
+``targets`` loads ``FILE:NAME`` objects and parses ``k=v`` params, ``server``
+starts and stops the local Prefect server (and the home's detached one),
+``serving`` runs the demo's background ``serve``, ``deploy`` reads
+``deployments/*.yaml`` and builds their Prefect deployments. The CLI sits on top
+of these; nothing here imports the CLI.
 """

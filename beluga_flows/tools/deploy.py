@@ -172,7 +172,7 @@ def build(loaded: list[Loaded], *, served: bool = False, work_pool: str | None =
     ``served`` deployments run in this process's runner, so they take no work pool."""
     from prefect.deployments.runner import RunnerDeployment
 
-    from beluga_flows.cli.main import load_target
+    from beluga_flows.tools.targets import load_target
 
     built = []
     for item in loaded:

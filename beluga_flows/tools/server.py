@@ -4,6 +4,11 @@ Used by ``beluga-flows server``/``demo``, the test suite and the benchmarks: one
 real ``prefect server start`` subprocess with its own ``PREFECT_HOME``, so runs
 survive the caller and are browsable in the UI.
 
+The *home's* server (:func:`ensure_server`, :func:`use_server`, :func:`stop_server`)
+is the one ``beluga-flows server`` keeps running detached, recorded in
+``$BELUGA_FLOWS_HOME/server.json``; the CLI commands share these helpers, so they
+live here, below the commands.
+
 Example::
 
     with LocalServer.start(home=Path(".prefect")) as server:
@@ -23,12 +28,29 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
+from beluga_flows._procs import alive, record, recorded, terminate
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
-__all__ = ["LocalServer", "free_port", "logging_config_path", "prefect_env"]
+__all__ = [
+    "DEFAULT_PORT",
+    "LocalServer",
+    "connect_if_running",
+    "ensure_server",
+    "free_port",
+    "home",
+    "logging_config_path",
+    "port_if_free",
+    "prefect_env",
+    "running_server",
+    "stop_server",
+    "use_server",
+]
+
+DEFAULT_PORT = 4200
 
 
 def logging_config_path() -> str:
@@ -178,3 +200,95 @@ class LocalServer:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+# ---------------------------------------------------------------- the home's server
+
+
+def home() -> Path:
+    """Where the local server keeps its database and pid file."""
+    return Path(os.environ.get("BELUGA_FLOWS_HOME", ".beluga")).resolve()
+
+
+def _state_file() -> Path:
+    return home() / "server.json"
+
+
+def _answering(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def running_server(patience: float = 60.0) -> dict[str, Any] | None:
+    """The local server recorded in the home, if it answers. A busy server (its
+    process alive) gets ``patience`` seconds: falling back to a temporary server
+    would hide the runs from the UI the user is watching."""
+    state = recorded(_state_file())
+    if state is None:
+        return None
+    pid, started = int(state["pid"]), state.get("pid_start") or None
+    deadline = time.monotonic() + patience
+    while alive(pid, started):
+        if _answering(state["api_url"]):
+            return state
+        if time.monotonic() > deadline:
+            raise OrchestratorError(
+                "cli",
+                f"the server at {state['ui_url']} (pid {pid}) does not answer; "
+                "stop it with: beluga-flows server --stop",
+                ErrorCode.TIMEOUT,
+            )
+        time.sleep(0.5)
+    return None
+
+
+def ensure_server(port: int = DEFAULT_PORT) -> dict[str, Any]:
+    """Reuse the home's server or start one detached (it outlives this command)."""
+    state = running_server()
+    if state is not None:
+        return state
+    server = LocalServer.launch(home() / "prefect", port=port_if_free(port), detach=True)
+    print(f"Starting the Prefect server at {server.ui_url} (the first start migrates its database)")
+    server.wait_ready(180)
+    assert server.process is not None
+    return record(_state_file(), server.process.pid, api_url=server.api_url, ui_url=server.ui_url)
+
+
+def port_if_free(port: int) -> int:
+    """``port`` when nothing listens on it, else a free one."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def use_server(state: dict[str, Any]) -> None:
+    """Point this process's Prefect client at the home's server."""
+    os.environ.update(prefect_env(home() / "client", PREFECT_API_URL=state["api_url"]))
+
+
+def connect_if_running() -> None:
+    """Report to the home's server when it runs and ``PREFECT_API_URL`` is not set
+    (else to a quiet, private Prefect)."""
+    if "PREFECT_API_URL" in os.environ:
+        return
+    state = running_server()
+    if state is not None:
+        use_server(state)
+    else:
+        os.environ.update(prefect_env())
+
+
+def stop_server() -> dict[str, Any] | None:
+    """Stop the home's server (one that does not answer all the same); its record,
+    or ``None`` when none is recorded."""
+    state = recorded(_state_file())
+    if state is None:
+        return None
+    terminate(state, grace=30)
+    _state_file().unlink(missing_ok=True)
+    return state

@@ -1,6 +1,8 @@
-"""The Prefect adapter: the one module of the core that imports ``prefect``.
+"""The Prefect engine: steps as task runs, flows as flow runs (``engine/prefect/`` is the
+only part of the core that imports ``prefect``).
 
-* A tracked step is a Prefect task (created once per step, cached on it): its
+* A tracked step is a Prefect task (created once per step, kept in a weak-keyed
+  map: nothing is written onto the user's step or flow): its
   :class:`~beluga_flows.RetryPolicy` becomes ``retries`` / ``retry_delay_seconds`` /
   ``retry_jitter_factor`` / ``retry_condition_fn`` (a plain function: Prefect
   silently ignores a partial or a callable object), so each retry is a visible
@@ -21,39 +23,37 @@ import inspect
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+import weakref
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.asyncio import concurrency as prefect_concurrency
-from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.logging import get_logger
 from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
 from beluga_flows import _execute
+from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, guarded_call, input_hash, run_flow_body, run_inline
+from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
-from beluga_flows.resilience.limits import exhausted, missing, rate_limit_spec
 from beluga_flows.resilience.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow, Step, StepSpec
 
 __all__ = ["PrefectEngine", "prefect_flow", "prefect_task"]
 
 T = TypeVar("T")
 _MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
+# What the adapter built for each step and flow, keyed weakly by the user's object.
+_TASKS: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
+_DURABLE: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
+_FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
 def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
@@ -85,16 +85,15 @@ def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
     }
 
 
-def prefect_task(step: Step) -> PrefectTask[..., Any]:
+def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
     """The Prefect task behind ``step`` (built once)."""
-    cached: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
+    cached = _TASKS.get(step)
     if cached is None:
-        cached = PrefectTask(fn=_task_fn(step), **_task_options(step))
-        step.__dict__["_prefect_task"] = cached
+        cached = _TASKS[step] = PrefectTask(fn=_task_fn(step), **_task_options(step))
     return cached
 
 
-def _task_fn(step: Step) -> Callable[..., Awaitable[Any]]:
+def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
     async def run(*args: Any, **kwargs: Any) -> Any:
         _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         # Steps nested in a step are plain task runs: the outer one is what a
@@ -120,7 +119,7 @@ def _task_fn(step: Step) -> Callable[..., Awaitable[Any]]:
     return run
 
 
-def _task_options(step: Step) -> dict[str, Any]:
+def _task_options(step: StepLike) -> dict[str, Any]:
     spec = step.spec
 
     def task_run_name() -> str:
@@ -138,9 +137,9 @@ def _task_options(step: Step) -> dict[str, Any]:
     }
 
 
-def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
+def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
     """The async Prefect flow behind ``flow`` (built once)."""
-    pf: PrefectFlow[..., Any] | None = flow.__dict__.get("_prefect_flow")
+    pf = _FLOWS.get(flow)
     if pf is not None:
         return pf
     spec = flow.spec
@@ -157,7 +156,7 @@ def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
         task_runner=spec.task_runner,
         flow_run_name=functools.partial(run_name, spec.name),
     )
-    flow.__dict__["_prefect_flow"] = pf
+    _FLOWS[flow] = pf
     return pf
 
 
@@ -171,11 +170,11 @@ def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
     return _STEP_KEY.get()
 
 
-def _durable_task(step: Step) -> PrefectTask[..., Any]:
+def _durable_task(step: StepLike) -> PrefectTask[..., Any]:
     """``step``'s task inside a workflow: it returns a :class:`~beluga_flows.durable.
     live.Recorded` (the value and the undos its code registered), persisted under the
     workflow's durable key."""
-    cached: PrefectTask[..., Any] | None = step.__dict__.get("_durable_task")
+    cached = _DURABLE.get(step)
     if cached is None:
         run = _task_fn(step)
 
@@ -189,13 +188,12 @@ def _durable_task(step: Step) -> PrefectTask[..., Any]:
             "cache_policy": CacheKeyFnPolicy(cache_key_fn=_durable_key),
             "persist_result": True,
         }
-        cached = PrefectTask(fn=recorded, **options)
-        step.__dict__["_durable_task"] = cached
+        cached = _DURABLE[step] = PrefectTask(fn=recorded, **options)
     return cached
 
 
 async def _durable_step(
-    run: _durable.LiveRun, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    run: _durable.LiveRun, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A step call inside a workflow: a task run named by its label whose result is
     stored under its durable key; a replay finds it there instead of running it."""
@@ -264,48 +262,6 @@ def run_name(name: str) -> str:
     return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-_ENSURED: set[str] = set()
-
-
-async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
-    """Create the global concurrency limit ``name`` if missing (once per process)."""
-    if name in _ENSURED:
-        return
-    async with get_client() as client:
-        try:
-            await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            if rate:
-                declared = rate_limit_spec(name)
-                if declared is None:
-                    raise missing(name, rate=True) from None
-                create = GlobalConcurrencyLimitCreate(
-                    name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
-                )
-            elif slots is None:
-                raise missing(name, rate=False) from None
-            else:
-                create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
-            try:
-                await client.create_global_concurrency_limit(create)
-                get_logger("beluga_flows").info(
-                    "created Prefect global concurrency limit %r (%s)",
-                    name,
-                    f"{create.limit} slots"
-                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
-                )
-            except ObjectAlreadyExists:
-                pass  # another process created it first
-    _ENSURED.add(name)
-
-
-async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
-    try:
-        await waiting
-    except TimeoutError:
-        raise exhausted(kind, name, timeout) from None
-
-
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
     """Each breaker state change is a Prefect event (``beluga.breaker.opened`` …)."""
     verb = {"open": "opened", "half_open": "half_opened", "closed": "closed"}[str(new)]
@@ -329,7 +285,7 @@ class PrefectEngine(Engine):
     sleep: _execute.Sleep = staticmethod(asyncio.sleep)
     rng: random.Random | None = None
 
-    async def run_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         run = _durable.CURRENT.get()
         if run is not None:
             run.checkpoint()  # a workflow's step boundary: cancel / terminate land here
@@ -351,9 +307,13 @@ class PrefectEngine(Engine):
                 quoted = {k: quote(v) for k, v in kwargs.items()}
                 return await task(*(quote(a) for a in args), **quoted)
 
-    async def run_flow(self, flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with prefect_tags("beluga:flow", *flow.spec.tags):
             return await prefect_flow(flow)(*args, **kwargs)
+
+    def to_prefect(self, flow: FlowLike) -> PrefectFlow[..., Any]:
+        """The Prefect flow behind ``flow``: what ``Flow.to_prefect()`` returns."""
+        return prefect_flow(flow)
 
     async def in_flow(
         self,
@@ -386,29 +346,8 @@ class PrefectEngine(Engine):
         if FlowRunContext.get() is not None:
             await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
 
-    @contextlib.asynccontextmanager
-    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if spec.rate_limit is not None:
-                await _ensure_limit(spec.rate_limit, None, rate=True)
-                await _acquire(
-                    "rate limit",
-                    spec.rate_limit,
-                    spec.timeout,
-                    prefect_rate_limit(spec.rate_limit, timeout_seconds=spec.timeout, strict=True),
-                )
-            if spec.concurrency is not None:
-                await _ensure_limit(spec.concurrency, spec.max_concurrency, rate=False)
-                slot = prefect_concurrency(
-                    spec.concurrency, timeout_seconds=spec.timeout, strict=True
-                )
-                await _acquire(
-                    "concurrency limit",
-                    spec.concurrency,
-                    spec.timeout,
-                    stack.enter_async_context(slot),
-                )
-            yield
+    def limits(self, spec: StepSpec) -> AbstractAsyncContextManager[None]:
+        return hold(spec)  # Prefect's global concurrency and rate limits
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()

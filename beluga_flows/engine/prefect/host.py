@@ -28,21 +28,22 @@ import contextlib
 import functools
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+import weakref
+from typing import Any
 
 from prefect import Flow as PrefectFlow
 from prefect import Task as PrefectTask
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
 from prefect.flow_engine import run_flow_async
 from prefect.logging import get_logger
 from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
 from beluga_flows import _execute, telemetry
+from beluga_flows.core.specs import FlowLike
 from beluga_flows.durable.live import (
     ATTEMPT,
     CURRENT,
@@ -51,21 +52,21 @@ from beluga_flows.durable.live import (
     RollbackStop,
     Terminated,
 )
+from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
 from beluga_flows.engine.base import run_flow_body
 from beluga_flows.engine.prefect import messages, runs, watch
+from beluga_flows.engine.prefect.serve import deployment_id, serve  # for the workflow API
 from beluga_flows.errors import ErrorCode, OrchestratorError
-
-if TYPE_CHECKING:
-    from beluga_flows.core.decorators import Flow
 
 __all__ = ["Host", "deployment_id", "host", "host_run", "serve", "workflow_flow"]
 
 _log = get_logger("beluga_flows.workflow")
+_FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
-def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
-    """The Prefect flow behind a workflow (built once per ``Flow``)."""
-    cached: PrefectFlow[..., Any] | None = flow.__dict__.get("_workflow_flow")
+def workflow_flow(name: str, flow: FlowLike) -> PrefectFlow[..., Any]:
+    """The Prefect flow behind a workflow (built once per ``Flow``, kept weakly)."""
+    cached = _FLOWS.get(flow)
     if cached is not None:
         return cached
 
@@ -80,19 +81,15 @@ def workflow_flow(name: str, flow: Flow) -> PrefectFlow[..., Any]:
         persist_result=True,  # get_result from any process, resume after a crash
         validate_parameters=False,
     )
-    flow.__dict__["_workflow_flow"] = pf
+    _FLOWS[flow] = pf
     return pf
 
 
 # ---------------------------------------------------------------- the body
 
 
-async def host_run(flow: Flow, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def host_run(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one workflow execution inside its flow run (see the module docstring)."""
-    from beluga_flows.engine import (
-        use_engine,  # steps inside a workflow are Prefect task runs, always
-    )
-
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     fr = ctx.flow_run
@@ -137,7 +134,7 @@ async def _record_queries(run: LiveRun) -> None:
 
 
 async def _supervise(
-    flow: Flow, run: LiveRun, fr: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    flow: FlowLike, run: LiveRun, fr: FlowRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """The body under the watcher: its value, or the Cancelled state it ends in."""
     holder: dict[str, asyncio.Future[Any]] = {}
@@ -182,7 +179,7 @@ async def _end_compensated(run: LiveRun, reason: str, err: Exception | None) -> 
 
 
 async def _roll_back(
-    flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+    flow: FlowLike, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """A resumed run that must roll back (its predecessor was compensating, or a
     cancel is pending): replay the recorded work only, to register the same
@@ -205,7 +202,9 @@ async def _roll_back(
     )
 
 
-async def _attempts(flow: Flow, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+async def _attempts(
+    flow: FlowLike, run: LiveRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     attempt = 0
     while True:
         token = ATTEMPT.set(run.begin_attempt())
@@ -358,48 +357,3 @@ class Host:
 
 
 host = Host()
-
-
-def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
-    """Serve each ``(workflow, entrypoint)``'s deployment ``<name>/<task_queue>`` in
-    one Prefect runner (blocks until Ctrl-C or SIGTERM)."""
-    from prefect.deployments.runner import RunnerDeployment
-
-    from beluga_flows.engine.prefect.serve import serve_deployments
-
-    deployments = [
-        RunnerDeployment.from_entrypoint(
-            entrypoint,
-            name=workflow.task_queue,
-            tags=[runs.TAG],
-            description=workflow.flow.spec.description,
-        )
-        for workflow, entrypoint in served
-    ]
-    serve_deployments(deployments, limit=limit)
-
-
-async def deployment_id(
-    client: PrefectClient, flow_name: str, queue: str, mode: str
-) -> uuid.UUID | None:
-    """The served deployment that runs this workflow, or ``None`` for in-process.
-
-    ``auto`` uses the deployment ``<flow>/<task_queue>`` when something serves it
-    (Prefect marks it READY while a runner or worker polls), ``served`` requires it,
-    ``in_process`` never looks.
-    """
-    if mode == "in_process":
-        return None
-    try:
-        deployment = await client.read_deployment_by_name(f"{flow_name}/{queue}")
-    except ObjectNotFound:
-        if mode == "served":
-            raise OrchestratorError(
-                "execute",
-                f"no deployment {flow_name}/{queue}: start a worker with wf.serve()",
-                ErrorCode.NOT_FOUND,
-            ) from None
-        return None
-    if mode == "auto" and str(getattr(deployment.status, "value", deployment.status)) != "READY":
-        return None
-    return deployment.id

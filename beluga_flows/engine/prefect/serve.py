@@ -1,6 +1,7 @@
 """Serve deployments in this process until Ctrl-C or SIGTERM. Part of the Prefect
 adapter: ``beluga-flows serve``, ``workflow serve`` and ``Workflow.serve`` all end
-here.
+here (:func:`serve` builds a workflow's deployments; :func:`deployment_id` finds the
+served one a new workflow run goes to).
 
 It is :func:`prefect.serve` with a working shutdown. Prefect's runner answers
 SIGTERM by calling its async ``stop()`` from the signal handler without awaiting it
@@ -19,9 +20,16 @@ import contextlib
 import os
 import signal
 import threading
+import uuid
 from typing import Any
 
-__all__ = ["serve_deployments"]
+from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import ObjectNotFound
+
+from beluga_flows.engine.prefect import runs
+from beluga_flows.errors import ErrorCode, OrchestratorError
+
+__all__ = ["deployment_id", "serve", "serve_deployments"]
 
 
 def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
@@ -70,3 +78,46 @@ def serve_deployments(deployments: list[Any], *, limit: int | None) -> None:
         if main:
             signal.signal(signal.SIGINT, before[0])
             signal.signal(signal.SIGTERM, before[1])
+
+
+def serve(served: list[tuple[Any, str]], *, limit: int | None) -> None:
+    """Serve each ``(workflow, entrypoint)``'s deployment ``<name>/<task_queue>`` in
+    one Prefect runner (blocks until Ctrl-C or SIGTERM)."""
+    from prefect.deployments.runner import RunnerDeployment
+
+    deployments = [
+        RunnerDeployment.from_entrypoint(
+            entrypoint,
+            name=workflow.task_queue,
+            tags=[runs.TAG],
+            description=workflow.flow.spec.description,
+        )
+        for workflow, entrypoint in served
+    ]
+    serve_deployments(deployments, limit=limit)
+
+
+async def deployment_id(
+    client: PrefectClient, flow_name: str, queue: str, mode: str
+) -> uuid.UUID | None:
+    """The served deployment that runs this workflow, or ``None`` for in-process.
+
+    ``auto`` uses the deployment ``<flow>/<task_queue>`` when something serves it
+    (Prefect marks it READY while a runner or worker polls), ``served`` requires it,
+    ``in_process`` never looks.
+    """
+    if mode == "in_process":
+        return None
+    try:
+        deployment = await client.read_deployment_by_name(f"{flow_name}/{queue}")
+    except ObjectNotFound:
+        if mode == "served":
+            raise OrchestratorError(
+                "execute",
+                f"no deployment {flow_name}/{queue}: start a worker with wf.serve()",
+                ErrorCode.NOT_FOUND,
+            ) from None
+        return None
+    if mode == "auto" and str(getattr(deployment.status, "value", deployment.status)) != "READY":
+        return None
+    return deployment.id
