@@ -169,3 +169,55 @@ def links_body(ledger: str) -> str:
 
 
 links = bf.Workflow(links_body, name="wf-chain-links", mode="in_process")
+
+
+def _asking(name: str, timeout: float | None) -> Any:
+    async def run(state: dict[str, Any]) -> dict[str, Any]:
+        try:
+            decision = await bf.request_approval(f"{name}?", timeout=timeout)
+        except bf.OrchestratorError as err:
+            note(state["ledger"], f"{name} {err.code.value}")
+            return {name: err.code.value}
+        return {name: decision.approved}
+
+    return run
+
+
+# two approvals in parallel branches: "patient" has no timeout, "hasty" gives up
+PAIR = bf.Graph(name="pair")
+PAIR.add_node("patient", _asking("patient", None))
+PAIR.add_node("hasty", _asking("hasty", 1.0))
+PAIR.add_edge(bf.START, "patient")
+PAIR.add_edge(bf.START, "hasty")
+
+
+def pair_body(ledger: str) -> dict[str, Any]:
+    state = PAIR.invoke({"ledger": ledger})
+    return {"patient": state["patient"], "hasty": state["hasty"]}
+
+
+def _charge_then_fail(state: dict[str, Any]) -> dict[str, Any]:
+    receipt = charge("card", state["ledger"])
+    bf.compensate(lambda: refund(receipt, state["ledger"]))
+    if _once(state["ledger"], "card"):
+        raise RuntimeError("card node is broken")
+    return {"card": receipt}
+
+
+def _always_fails(state: dict[str, Any]) -> dict[str, Any]:
+    raise RuntimeError("ship node is broken")
+
+
+RETRIED = bf.Graph(name="retried")
+RETRIED.add_node("card", _charge_then_fail)
+RETRIED.add_node("ship", _always_fails)
+RETRIED.add_edge(bf.START, "card")
+RETRIED.add_edge("card", "ship")
+
+
+def retried_body(ledger: str) -> dict[str, Any]:
+    return dict(RETRIED.invoke({"ledger": ledger}))
+
+
+pair = bf.Workflow(pair_body, name="wf-graph-pair", mode="in_process")
+retried_graph = bf.Workflow(retried_body, name="wf-graph-retried", retries=1, mode="in_process")

@@ -15,7 +15,15 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows.errors import ErrorCode, OrchestratorError
-from tests.graph_workflows import charges, diamond, links, reviewed, takers
+from tests.graph_workflows import (
+    charges,
+    diamond,
+    links,
+    pair,
+    retried_graph,
+    reviewed,
+    takers,
+)
 from tests.procs import until
 from tests.workflow_app import lines
 
@@ -98,6 +106,27 @@ def test_cancel_runs_the_compensations_of_completed_nodes_in_reverse(ledger: str
     done = wait_until(lambda: (s := charges.query(wid, None, "steps")) and len(s) >= 5 and s)
     assert done["compensate-second"] is bf.StepStatus.COMPLETED
     assert done["compensate-first"] is bf.StepStatus.COMPLETED
+
+
+def test_parallel_approvals_take_turns_and_a_timeout_counts_while_waiting(ledger: str) -> None:
+    wid = new_id()
+    pair.execute({"ledger": ledger}, workflow_id=wid)
+    # hasty's second runs out while patient holds the run's one form (or the other way)
+    wait_until(lambda: any(line.endswith("timeout") for line in lines(ledger)))
+    wait_until(lambda: pair.query(wid, None, "status") == "paused")
+    pair.signal(wid, None, "approval", {"approved": True, "reviewer": "ana"})
+    assert pair.get_result(wid, timeout=60) == {"patient": True, "hasty": "timeout"}
+
+
+def test_undos_of_a_node_that_failed_survive_the_workflows_retry(ledger: str) -> None:
+    Path(ledger + ".card").touch()  # the card node charges, then fails once
+    wid = new_id()
+    retried_graph.execute({"ledger": ledger}, workflow_id=wid)
+    with pytest.raises(OrchestratorError) as failed:
+        retried_graph.get_result(wid, timeout=60)
+    assert "ship node is broken" in str(failed.value)
+    # two charges happened (the failed attempt's and the retry's): both are refunded
+    assert lines(ledger) == ["charge card", "charge card", "refund card", "refund card"]
 
 
 def test_a_resumed_node_takes_the_signal_it_took_before_not_a_finished_nodes(

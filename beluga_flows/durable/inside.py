@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -54,11 +56,25 @@ class Approval:
 
 
 def _dual(op: str, factory: Callable[[], Awaitable[T]]) -> Any:
-    """Awaitable in async workflow code, a plain call in sync workflow code."""
+    """Awaitable in async workflow code, a plain call in sync workflow code. Inside a
+    step the wait belongs to its execution: it is cancelled when the step ends (a sync
+    step abandoned at its timeout must not leave its approval or signal wait open)."""
     current(op)
+    scope = NODE.get()
+    work = factory if scope is None else functools.partial(_owned, scope.waits, factory)
     if _execute._in_running_loop():
-        return factory()
-    return _execute.run_sync(factory)
+        return work()
+    return _execute.run_sync(work)
+
+
+async def _owned(waits: set[asyncio.Task[Any]], factory: Callable[[], Awaitable[T]]) -> T:
+    task = asyncio.current_task()
+    if task is not None:
+        waits.add(task)
+    try:
+        return await factory()
+    finally:
+        waits.discard(task)  # type: ignore[arg-type]
 
 
 def wait_for_signal(name: str, timeout: float | None = None) -> Any:
@@ -166,7 +182,7 @@ def compensate(undo: Callable[[], Any]) -> None:
     run = current("compensate")
     scope = NODE.get()
     if scope is None:
-        run.compensations.append((run.last_step or "workflow", undo))
+        run.compensations.append((run.last_step or "workflow", "body", undo))
         return
     # Stored with the step's result (a resumed run finds the step done and must
     # still be able to undo it): it must pickle, and that is checked now.

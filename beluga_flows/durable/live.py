@@ -105,7 +105,13 @@ class LiveRun:
     workflow_id: str
     run_id: str
     execution: str
-    compensations: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
+    # (label, identity, undo): the label names its task run, the identity is what its
+    # durable key counts under ("body" for the body's own, a step execution's identity
+    # for the undos registered inside it).
+    compensations: list[tuple[str, str, Callable[[], Any]]] = field(default_factory=list)
+    # Undos registered by step executions that failed: their effects happened, and a
+    # retry of the workflow (which clears ``compensations``) must not drop them.
+    kept: list[tuple[str, str, Callable[[], Any]]] = field(default_factory=list)
     queries: dict[str, Callable[..., Any]] = field(default_factory=dict)
     last_step: str | None = None
     cancel_requested: bool = False
@@ -133,8 +139,8 @@ class LiveRun:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     # Signals taken by steps: name -> {claim key: index into _signals[name]}.
     claims: dict[str, dict[str, int]] = field(default_factory=lambda: collections.defaultdict(dict))
-    # One approval form at a time (a flow run has one pause): parallel steps queue.
-    approval_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # One approval form at a time (a flow run has one pause): parallel steps take turns.
+    approving: bool = False
 
     # ------------------------------------------------------------ durability
 
@@ -154,11 +160,12 @@ class LiveRun:
         self.attempt += 1
         return self.attempt
 
-    def undo_key(self, label: str, n: int) -> str:
-        """The durable key of the ``n``-th undo registered for the step ``label``: a
-        completed undo is found under it and never runs again (counted per label, so
-        the order in which parallel branches finish does not change it)."""
-        raw = f"{self.workflow_id}\x00{self.execution}\x00undo\x00{label}\x00{n}"
+    def undo_key(self, identity: str, n: int) -> str:
+        """The durable key of the ``n``-th undo registered under ``identity`` (the body,
+        or one step execution): a completed undo is found under it and never runs again.
+        Counted per identity, so the order in which parallel branches finish does not
+        change it (``v2``: keys of the earlier, global count never collide)."""
+        raw = f"{self.workflow_id}\x00{self.execution}\x00undo-v2\x00{identity}\x00{n}"
         return "beluga-undo-" + hashlib.sha256(raw.encode()).hexdigest()
 
     def step_identity(self, name: str, input_hash: str | None) -> tuple[str, str | None]:
@@ -215,6 +222,18 @@ class LiveRun:
             self.unpaused = True
             self._changed.set()
 
+    def take_approval_turn(self) -> bool:
+        """Open the run's one approval form for the caller, if nobody has it."""
+        if self.approving:
+            return False
+        self.approving = True
+        return True
+
+    def end_approval_turn(self) -> None:
+        """The form is free again: wake the requests waiting their turn."""
+        self.approving = False
+        self._changed.set()
+
     def request_cancel(self) -> None:
         """Ask the body to stop at its next step boundary (or signal wait)."""
         self.cancel_requested = True
@@ -244,8 +263,9 @@ class LiveRun:
         """``(index, data)`` of the signal claim ``key`` holds — the one it claimed
         before (a replay), else the oldest one nobody took — or ``(None, None)``."""
         claimed = self.claims.get(name, {}).get(key)
-        if claimed is not None:
-            return claimed, self._signals[name][claimed]
+        if claimed is not None:  # its signal may not be read in yet: wait for it
+            received = self._signals.get(name, [])
+            return (claimed, received[claimed]) if claimed < len(received) else (None, None)
         free = self._unclaimed(name)[self._read[name] :]
         if not free:
             return None, None
@@ -301,13 +321,27 @@ class LiveRun:
 
 @dataclass(eq=False)
 class NodeScope:
-    """One step execution inside a workflow run (its task run), seen from its code."""
+    """One step execution inside a workflow run (its task run), seen from its code.
+
+    ``label`` is its display name (``review-2``: the order of calls, which parallel
+    branches can change); ``identity`` is what its approvals, signal claims and undos
+    are keyed by: the step's name and its durable key, the same in every replay.
+    """
 
     run: LiveRun
     label: str
+    identity: str
     undos: list[Callable[[], Any]] = field(default_factory=list)
+    # Waits started by its code (an approval, a signal): cancelled when the step
+    # execution ends, so a wait a sync step abandoned does not go on without it.
+    waits: set[asyncio.Task[Any]] = field(default_factory=set)
     _asked: int = 0
     _takes: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @classmethod
+    def of(cls, run: LiveRun, name: str, label: str, key: str | None) -> NodeScope:
+        """The scope of the step call ``label`` of step ``name`` under durable ``key``."""
+        return cls(run, label, f"{name}@{key[-12:]}" if key is not None else label)
 
     def begin_attempt(self) -> None:
         """A retry of the step asks the same requests and takes the same signals again
@@ -316,14 +350,14 @@ class NodeScope:
         self._takes.clear()
 
     def next_approval(self) -> str:
-        """This step's next approval request: ``<label>/<n>``."""
+        """This step's next approval request: ``<identity>/<n>``."""
         self._asked += 1
-        return f"{self.label}/{self._asked}"
+        return f"{self.identity}/{self._asked}"
 
     def next_claim(self, name: str) -> str:
         """The claim key of this step's next take of signal ``name``."""
         self._takes[name] += 1
-        return f"{self.label}/{name}/{self._takes[name]}"
+        return f"{self.identity}/{name}/{self._takes[name]}"
 
 
 @dataclass(frozen=True)

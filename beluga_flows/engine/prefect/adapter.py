@@ -201,23 +201,28 @@ async def _durable_step(
     task = _durable_task(step) if key is not None else prefect_task(step)
     if run.rollback is not None and (key is None or not await stored(task, key)):
         raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
-    scope = _durable.NodeScope(run, label)
+    scope = _durable.NodeScope.of(run, step.spec.name, label, key)
     tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
         result = await task(*(quote(a) for a in args), **quoted)
     except BaseException:
-        run.compensations += [(label, undo) for undo in scope.undos]  # its work so far
+        # Its work so far happened: undone if the run compensates, even after a retry.
+        # (Keyed apart from the undos a later, successful execution stores.)
+        failed = f"{scope.identity}!{run.attempt}"
+        run.kept += [(label, failed, undo) for undo in scope.undos]
         raise
     finally:
         _execute.RUN_LABEL.reset(tokens[0])
         _STEP_KEY.reset(tokens[1])
         _durable.NODE.reset(tokens[2])
+        for wait in scope.waits:  # a wait its (sync, abandoned) code left behind
+            wait.cancel()
     if isinstance(result, _durable.Recorded):  # found stored, or just run
         result, undos = result.value, result.undos
     else:
         undos = tuple(scope.undos)
-    run.compensations += [(label, undo) for undo in undos]
+    run.compensations += [(label, scope.identity, undo) for undo in undos]
     run.last_step = label
     return result
 

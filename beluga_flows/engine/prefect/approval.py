@@ -70,12 +70,50 @@ async def request_approval(run: LiveRun, prompt: str, timeout: float | None) -> 
     if n in run.decisions:
         return _decision(run.decisions[n], timeout)
     run.stop_if_rolling_back(f"approval {n}")
-    async with run.approval_lock, get_client() as client:
-        found, data = run.take_answer(n)
-        if not found:
-            data = await _pause(client, run, n, prompt, timeout)
-        await _record(client, run, n, data)
+    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+    turn = await _take_turn(run, n, deadline)
+    if n in run.decisions:  # decided while it waited for its turn (a replayed record)
+        return _decision(run.decisions[n], timeout)
+    _, data = run.take_answer(n)
+    if turn is False:
+        data = dict(_TIMED_OUT)  # its time ran out behind another request's form
+    elif turn is True:
+        try:
+            data = await _ask(run, n, prompt, deadline)
+        finally:
+            run.end_approval_turn()
+    async with get_client() as client:
+        await _record(client, run, n, dict(data))
     return _decision(data, timeout)
+
+
+async def _take_turn(run: LiveRun, n: int | str, deadline: float | None) -> bool | None:
+    """Wait for the run's one form: ``True`` when it is ours, ``False`` when
+    ``deadline`` passed first, ``None`` when request ``n`` was answered (or decided)
+    meanwhile and needs no form. A cancel raises here."""
+    loop = asyncio.get_running_loop()
+    while True:
+        run.mark_seen()
+        run.checkpoint()
+        if n in run.decisions or run.take_answer(n)[0]:
+            return None
+        if run.take_approval_turn():
+            return True
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            return False
+        await run.changed(remaining)
+
+
+async def _ask(run: LiveRun, n: int | str, prompt: str, deadline: float | None) -> dict[str, Any]:
+    """With the form ours: an answer already sent to request ``n``, else a pause."""
+    run.checkpoint()
+    found, data = run.take_answer(n)
+    if found:
+        return dict(data)
+    remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+    async with get_client() as client:
+        return await _pause(client, run, n, prompt, remaining)
 
 
 async def _pause(
@@ -91,7 +129,7 @@ async def _pause(
     await client.update_flow_run_labels(run.run_id, {APPROVAL_LABEL: n})  # type: ignore[arg-type]
     await client.set_flow_run_state(run.run_id, state)  # type: ignore[arg-type]
     await form.asave(keyset, flow_run_id=run.run_id)  # type: ignore[arg-type]
-    _log.info("workflow %s waits for approval %d: %s", run.workflow_id, n, prompt)
+    _log.info("workflow %s waits for approval %s: %s", run.workflow_id, n, prompt)
     run.paused = True
     try:
         return await _await_decision(client, run, n, keyset, timeout)

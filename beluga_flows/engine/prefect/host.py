@@ -261,12 +261,13 @@ async def _compensate(run: LiveRun, reason: str) -> list[str]:
     midway is resumed as a roll-back (never forward); each undo completes at most
     once across the whole execution (its result is stored under its durable key).
     """
-    per_label: collections.Counter[str] = collections.Counter()
+    per_identity: collections.Counter[str] = collections.Counter()
     undos = []
-    for label, fn in run.compensations:
-        per_label[label] += 1
-        undos.append((per_label[label], label, fn))
+    for label, identity, fn in [*run.kept, *run.compensations]:
+        per_identity[identity] += 1
+        undos.append((run.undo_key(identity, per_identity[identity]), label, fn))
     run.compensations.clear()
+    run.kept.clear()
     run.retire()  # the body must not start another step while its effects are undone
     if not undos:
         return []
@@ -275,9 +276,9 @@ async def _compensate(run: LiveRun, reason: str) -> list[str]:
     failures: list[str] = []
     token = CURRENT.set(None)  # undo steps are plain task runs inside
     try:
-        for i, label, fn in reversed(undos):
+        for key, label, fn in reversed(undos):
             try:
-                await _undo_task(label, run.undo_key(label, i))(quote(fn))
+                await _undo_task(label, key)(quote(fn))
             except Exception as err:
                 _log.error("compensation for %s failed: %s", label, err)
                 failures.append(f"{label}: {err}")
