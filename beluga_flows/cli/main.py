@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows._procs import alive, record, recorded, terminate
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.tools.server import LocalServer, prefect_env
@@ -228,7 +228,7 @@ def run_target(obj: Any, params: dict[str, Any]) -> Any:
     check_params(obj, params)
     result = obj(**params)
     if inspect.isawaitable(result):
-        return _execute.run_sync(lambda: result)
+        return _sync.run_sync(lambda: result)
     return result
 
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows._validate import config_error, identifier
 from beluga_flows.durable.live import current
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -51,9 +51,9 @@ class Approval:
 def _dual(op: str, factory: Callable[[], Awaitable[T]]) -> Any:
     """Awaitable in async workflow code, a plain call in sync workflow code."""
     current(op)
-    if _execute._in_running_loop():
+    if _sync.in_running_loop():
         return factory()
-    return _execute.run_sync(factory)
+    return _sync.run_sync(factory)
 
 
 def wait_for_signal(name: str, timeout: float | None = None) -> Any:

@@ -27,8 +27,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from beluga_flows import _execute, telemetry
+from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
+from beluga_flows.core import middleware
 from beluga_flows.core.decorators import Step, derive, step
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.engine import Engine, get_engine, use_engine
@@ -257,7 +258,7 @@ class CompiledGraph(Runnable):
             f"graph {self.name!r}",
         )
         with use_engine(engine):
-            return await _execute.retrying(
+            return await middleware.retrying(
                 lambda: GraphRun(self, engine, state).drive(),
                 self._policy,
                 sleep=engine.sleep,

@@ -1,7 +1,9 @@
 """The graph driver: carries out the scheduler's commands for one invocation.
 
 It owns the asyncio side (one task per running node, routers evaluated inline, the
-deadline) and nothing else: what runs next is the scheduler's decision.
+deadline) and nothing else: what runs next is the scheduler's decision, and how a
+node's call is carried out (span, retry, breaker, limits, timeout) is the middleware
+stack's (:func:`beluga_flows.core.middleware.run_member`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from beluga_flows import _execute, telemetry
-from beluga_flows.core.decorators import Step
+from beluga_flows.core import middleware
 from beluga_flows.engine import Engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.graph.scheduler import Command, EvaluateRoute, NodeStatus, Scheduler, StartNode
@@ -106,20 +107,15 @@ class GraphRun:
                 pending.extend(await self._route(cmd))
 
     async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
-        runner = self.plan.runners[cmd.node]
-        _execute.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
-        with telemetry.span(
-            "graph.node",
-            **{
-                "graph.name": self.graph.name,
-                "node.name": cmd.node,
-                "node.iteration": cmd.iteration,
-            },
-        ):
-            if isinstance(runner, Step):
-                updates = await self.engine.run_step(runner, (cmd.state,), {})
-            else:
-                updates = await runner.ainvoke(cmd.state)
+        middleware.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
+        site = {
+            "graph.name": self.graph.name,
+            "node.name": cmd.node,
+            "node.iteration": cmd.iteration,
+        }
+        updates = await middleware.run_member(
+            self.engine, self.plan.runners[cmd.node], cmd.state, "graph.node", site
+        )
         if updates is not None and not isinstance(updates, Mapping):
             raise OrchestratorError(
                 "graph",
