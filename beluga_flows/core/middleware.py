@@ -8,7 +8,8 @@ every engine — goes through the same layers::
 * **telemetry** (:func:`observed`) is outermost: one ``step`` span per call
   (``step.name``, ``step.engine``, ``step.attempts``, ``step.status``), the
   ``step.calls`` / ``step.duration`` metrics, and ``step.retries`` plus a ``retry``
-  span event from the retry layer (:func:`note_retry`). Chains and graphs add their
+  span event from the retry layer (:func:`note_retry`). This module decides where
+  they go; :mod:`beluga_flows.telemetry` knows how to record them. Chains and graphs add their
   ``chain.step`` / ``graph.node`` span around it through :func:`run_member`, the one
   way a chain, graph, router or scatter/gather runs a member.
 * **retry** (:func:`retrying`) wraps each attempt: the breaker, the limits and the
@@ -29,8 +30,9 @@ The graph's own deadline stays in its driver loop: it is a deadline on a schedul
 that must report which nodes were still running, not on one call.
 
 With no OpenTelemetry SDK installed there is nobody to record a span or a metric:
-the telemetry layer then costs two attribute reads (:func:`telemetry.observed`),
-so a policy-free inline step stays a plain function call.
+the telemetry layer then costs two attribute reads
+(:func:`beluga_flows.telemetry.observed`), so a policy-free inline step stays a
+plain function call (the bench's inline chain: ~1-2 µs per step).
 """
 
 from __future__ import annotations
