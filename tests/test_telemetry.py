@@ -119,6 +119,12 @@ def test_workflow_spans_and_metrics(spans: InMemorySpanExporter, prefect_server:
     for op in ("workflow.execute", "workflow.get_result"):
         [sp] = named(op)
         assert sp.attributes["workflow.id"] == handle.workflow_id
+    # Workflow steps are step calls like any other: one ``step`` span each.
+    work = [s for s in named("step") if s.attributes["step.name"] == "work"]
+    assert [(s.attributes["step.engine"], s.attributes["step.status"]) for s in work] == [
+        ("prefect", "ok"),
+        ("prefect", "ok"),
+    ]
     data = _READER.get_metrics_data()
     executions = [
         p
