@@ -249,24 +249,31 @@ def observed(engine: Engine, name: str, body: Callable[[], Awaitable[T]]) -> Awa
 
 
 async def run_inline(
-    engine: Engine, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]
+    engine: Engine,
+    step: Step,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    observe: bool = True,
 ) -> Any:
-    """A step call in-process, without a task run: the whole stack."""
+    """A step call in-process, without a task run: the whole stack (``observe=False``:
+    the telemetry layer is already around it)."""
     spec = step.spec
-    if spec.plain and _FLOW_LIMIT.get() is None and not telemetry.observed():
-        # the hot path of inline glue steps: nothing to apply, nobody to tell
+    if observe and telemetry.observed():
+        return await telemetry.observe_step(
+            spec.name,
+            engine.name,
+            lambda: run_inline(engine, step, args, kwargs, observe=False),
+        )
+    unbounded = _FLOW_LIMIT.get() is None
+    if spec.plain and unbounded:  # the hot path of inline glue steps
         if step.is_async:
             return await step.fn(*args, **kwargs)
         return await call(step.fn, args, kwargs)
-    return await observed(engine, spec.name, lambda: _inline(engine, step, args, kwargs))
-
-
-async def _inline(engine: Engine, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    spec = step.spec
     key = digest(args, kwargs) if spec.cache else None
     if key is not None and (hit := step._memo.get(key, _MISS)) is not _MISS:
         return hit
-    if spec.retry_policy is None and _FLOW_LIMIT.get() is None:
+    if spec.retry_policy is None and unbounded:
         result = await guarded_call(engine, step, args, kwargs)
     else:
         async with flow_slot():
