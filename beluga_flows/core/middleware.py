@@ -330,8 +330,10 @@ async def run_member(
 
 
 def _member(engine: Engine, member: Any, value: Any) -> Awaitable[Any]:
-    # A step is what carries a spec (Step; StepLike once the engine is typed so).
-    if getattr(member, "spec", None) is not None:
+    # A step: what carries a step spec and its function. Duck-typed because StepSpec
+    # lives above this module until core/specs.py holds it (then: isinstance).
+    spec = getattr(member, "spec", None)
+    if spec is not None and hasattr(spec, "retry_policy") and hasattr(member, "fn"):
         return engine.run_step(member, (value,), {})
     return member.ainvoke(value)  # type: ignore[no-any-return]
 
