@@ -8,7 +8,7 @@ state, imports or memory with another. Run by hand for a single row::
 
 A *run* is ``asyncio.run(...)`` of one invocation on a fresh event loop, for every
 runner (so the asyncio baseline of a one-step run includes creating the loop, as in
-``/work/shared/ANCHORS.md``). Graphs, chains, tasks and flows are built once, before
+``bench/ANCHORS.md``). Graphs, chains, tasks and flows are built once, before
 timing. Fast runners time batches of runs (each sample is a batch mean of >= 20 ms);
 Prefect runners time single runs and wait for the server to go idle between them.
 """

@@ -1,7 +1,7 @@
 """Turn the children's JSON results into Markdown tables and the targets check.
 
 Every row shows absolute medians and the ratio to the ``asyncio`` row of the same
-workload measured in the same bench run (see ``/work/shared/ANCHORS.md``).
+workload measured in the same bench run (see ``bench/ANCHORS.md``).
 """
 
 from __future__ import annotations

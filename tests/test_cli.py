@@ -201,7 +201,7 @@ def test_demo_serves_schedules_runs_the_examples_and_server_stop_ends_it_all(
     demo = run("demo", "--port", str(port), "--out", str(tmp_path / "out"))
     try:
         assert demo.returncode == 0, demo.stderr
-        for name in ("sales-report", "research-assistant", "orders", "deployments"):
+        for name in ("sales-report", "research-assistant", "orders", "enterprise", "deployments"):
             assert f"  {name}" in demo.stdout
         assert '"approved_by": "demo"' in demo.stdout  # the workflow, approved by signal
         ui = f"http://127.0.0.1:{port}"

@@ -3,7 +3,8 @@
 It starts the local Prefect server (SQLite, under ``$BELUGA_FLOWS_HOME``), serves the
 example deployments of ``deployments/`` in a background process (a one-minute
 interval and an hourly cron), runs every example once (a chain, a graph, the
-resilience example and the order workflow, approved through a signal) and prints
+resilience example, the order workflow and the enterprise orchestrator, both
+approved through a signal) and prints
 where to see each run. The server and the schedules keep running afterwards;
 ``beluga-flows server --stop`` stops both. Ctrl-C stops the demo cleanly.
 """
@@ -32,7 +33,8 @@ DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/resilient_fetch.py:resilient_fetch", {}),
     ("flows/research_assistant.py:research", {}),
 )
-# The demo also runs flows/order_workflow.py:orders (see _demo_order).
+# The demo also runs flows/order_workflow.py:orders (see _demo_order) and
+# flows/enterprise_orchestrator.py:enterprise (see _demo_enterprise).
 
 
 def _latest_run_url(ui_url: str, flow_name: str) -> str:
@@ -90,6 +92,7 @@ def demo(args: argparse.Namespace) -> int:
         lines.append(f"  {obj.name:<18} {_latest_run_url(state['ui_url'], obj.name)}")
     order = _demo_order(args.out)
     lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
+    lines.append(f"  {'enterprise':<18} {state['ui_url']}/runs/flow-run/{_demo_enterprise()}")
     _wait_until_served(serving)  # the deployments link below must show them
     print("\nSee the runs in the Prefect UI:")
     print("\n".join(lines))
@@ -147,6 +150,30 @@ def _demo_order(out: str) -> Any:
     orders.signal(workflow_id, handle.run_id, "approval", {"approved": True, "reviewer": "demo"})
     print(json.dumps(orders.get_result(workflow_id, handle.run_id, timeout=120), indent=2))
     return handle
+
+
+def _demo_enterprise() -> str:
+    """Run the enterprise orchestrator on a task that needs a reviewer and approve it by
+    signal when its ``human_approval`` node asks (independent work goes on); the run id."""
+    source = "flows/enterprise_orchestrator.py"
+    enterprise = load_target(f"{source}:enterprise")
+    task = load_target(f"{source}:EXAMPLES")["approval"]
+    wid = f"enterprise-demo-{int(time.time())}"
+    print(f"\n== {source}:enterprise (a graph inside a durable workflow: {task!r})")
+    run_id = enterprise.execute({"task": task}, workflow_id=wid).run_id
+    print(f"started: workflow_id={wid} run_id={run_id}")
+    deadline = time.monotonic() + 120
+    waiting = ("scheduled", "pending", "running")
+    while (status := enterprise.query(wid, run_id, "status")) in waiting:
+        if time.monotonic() > deadline:
+            raise OrchestratorError("demo", "no approval was asked", ErrorCode.TIMEOUT)
+        time.sleep(0.2)
+    if status == "paused":
+        print("its human_approval node asks for approval; approving it with a signal")
+        approval = {"approved": True, "reviewer": "demo", "comment": "from make demo"}
+        enterprise.signal(wid, run_id, "approval", approval)
+    print(json.dumps(enterprise.get_result(wid, run_id, timeout=180), indent=2))
+    return str(run_id)
 
 
 def _serve_file() -> Path:

@@ -1,6 +1,9 @@
 """Inside a workflow run: signals, approvals, query handlers and compensations.
 
-These are called from the workflow function itself. In a sync workflow function
+These are called from the workflow function itself, or from a step it runs (a
+graph node, a chain step): there they belong to that step execution (see
+:class:`~beluga_flows.durable.live.NodeScope`) — the node waits for its signal or
+approval while independent branches go on. In a sync workflow function
 they are plain calls; in an async one, ``wait_for_signal`` and ``request_approval``
 return awaitables. Outside a workflow run they raise ``INVALID_STATE``.
 
@@ -19,9 +22,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import cloudpickle
+
 from beluga_flows import _sync
 from beluga_flows._validate import config_error, identifier
-from beluga_flows.durable.live import current
+from beluga_flows.durable.live import NODE, current
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = [
@@ -65,7 +70,18 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
         decision = await bf.wait_for_signal("approve")              # async workflow
     """
     identifier("wait_for_signal", name, "signal name")
-    return _dual("wait_for_signal", lambda: current("wait_for_signal").next_signal(name, timeout))
+    scope = NODE.get()
+    if scope is None:
+        return _dual(
+            "wait_for_signal", lambda: current("wait_for_signal").next_signal(name, timeout)
+        )
+
+    async def claim() -> Any:
+        from beluga_flows.engine.prefect.approval import claim_signal
+
+        return await claim_signal(scope, name, timeout)
+
+    return _dual("wait_for_signal", claim)
 
 
 def request_approval(prompt: str, timeout: float | None = None) -> Any:
@@ -148,7 +164,22 @@ def compensate(undo: Callable[[], Any]) -> None:
             ErrorCode.INVALID_INPUT,
         )
     run = current("compensate")
-    run.compensations.append((run.last_step or "workflow", undo))
+    scope = NODE.get()
+    if scope is None:
+        run.compensations.append((run.last_step or "workflow", undo))
+        return
+    # Stored with the step's result (a resumed run finds the step done and must
+    # still be able to undo it): it must pickle, and that is checked now.
+    try:
+        cloudpickle.dumps(undo)
+    except Exception as err:
+        raise OrchestratorError(
+            "compensate",
+            f"a compensation registered inside step {scope.label!r} is stored with its "
+            f"result and must pickle: {err}",
+            ErrorCode.INVALID_INPUT,
+        ) from err
+    scope.undos.append(undo)
 
 
 def approval_data(data: Any) -> dict[str, Any]:

@@ -21,6 +21,15 @@ with a cancel pending) replays its body only as far as its recorded steps reach:
 the first step, signal or approval with no record stops it (:class:`RollbackStop`),
 then its compensations run, each at most once.
 
+A step running inside a workflow run (a graph node, a chain step, a step the body
+calls) has a :class:`NodeScope`: what its code registers there — compensations,
+approvals (request ``<label>/<n>``), signals it takes — belongs to that step
+execution, not to the order in which parallel branches happen to run. Its
+compensations are stored with its result (:class:`Recorded`), and each signal it
+takes is *claimed* under ``<label>/<name>/<n>`` (the claim is logged), so a resumed
+run that finds the step completed registers the same undos and never hands the
+same signal to another step.
+
 Cancel and terminate are control flow, not errors: they derive from
 :class:`BaseException` so ``except Exception`` in user code, retries and breakers
 never swallow them.
@@ -44,9 +53,12 @@ from beluga_flows.errors import ErrorCode, OrchestratorError
 __all__ = [
     "ATTEMPT",
     "CURRENT",
+    "NODE",
     "CancelRequested",
     "Control",
     "LiveRun",
+    "NodeScope",
+    "Recorded",
     "RollbackStop",
     "StepStatus",
     "Terminated",
@@ -113,10 +125,16 @@ class LiveRun:
     _occurrences: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # Approvals: answers addressed to request n, the decision taken for it (recorded,
     # replayed), and how many requests this attempt has made.
-    _answers: dict[int, list[Any]] = field(default_factory=lambda: collections.defaultdict(list))
-    decisions: dict[int, Any] = field(default_factory=dict)
+    _answers: dict[int | str, list[Any]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
+    decisions: dict[int | str, Any] = field(default_factory=dict)
     _asked: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Signals taken by steps: name -> {claim key: index into _signals[name]}.
+    claims: dict[str, dict[str, int]] = field(default_factory=lambda: collections.defaultdict(dict))
+    # One approval form at a time (a flow run has one pause): parallel steps queue.
+    approval_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # ------------------------------------------------------------ durability
 
@@ -137,8 +155,9 @@ class LiveRun:
         return self.attempt
 
     def undo_key(self, label: str, n: int) -> str:
-        """The durable key of the ``n``-th registered undo (of the step ``label``):
-        a completed undo is found under it and never runs again."""
+        """The durable key of the ``n``-th undo registered for the step ``label``: a
+        completed undo is found under it and never runs again (counted per label, so
+        the order in which parallel branches finish does not change it)."""
         raw = f"{self.workflow_id}\x00{self.execution}\x00undo\x00{label}\x00{n}"
         return "beluga-undo-" + hashlib.sha256(raw.encode()).hexdigest()
 
@@ -175,12 +194,17 @@ class LiveRun:
         self._signals[name].append(data)
         self._changed.set()
 
-    def deliver_answer(self, request: int, data: Any) -> None:
+    def deliver_claim(self, name: str, key: str, index: int) -> None:
+        """A step's claim of signal ``name`` number ``index`` (recorded, replayed)."""
+        self.claims[name].setdefault(key, index)
+        self._changed.set()
+
+    def deliver_answer(self, request: int | str, data: Any) -> None:
         """An answer to approval request ``request`` arrived."""
         self._answers[request].append(data)
         self._changed.set()
 
-    def deliver_decision(self, request: int, data: Any) -> None:
+    def deliver_decision(self, request: int | str, data: Any) -> None:
         """The recorded decision of approval request ``request`` (the first one wins)."""
         self.decisions.setdefault(request, data)
         self._changed.set()
@@ -203,21 +227,37 @@ class LiveRun:
 
     # ------------------------------------------------------------ from inside
 
+    def _unclaimed(self, name: str) -> list[int]:
+        taken = set(self.claims.get(name, {}).values())
+        return [i for i in range(len(self._signals.get(name, []))) if i not in taken]
+
     def take_signal(self, name: str) -> tuple[bool, Any]:
-        """``(True, data)`` for the oldest signal ``name`` this attempt has not read,
-        else ``(False, None)``."""
-        received = self._signals.get(name, [])
-        if self._read[name] < len(received):
+        """``(True, data)`` for the oldest signal ``name`` this attempt has not read
+        (and no step claimed), else ``(False, None)``."""
+        free = self._unclaimed(name)
+        if self._read[name] < len(free):
             self._read[name] += 1
-            return True, received[self._read[name] - 1]
+            return True, self._signals[name][free[self._read[name] - 1]]
         return False, None
+
+    def claim_signal(self, name: str, key: str) -> tuple[int | None, Any]:
+        """``(index, data)`` of the signal claim ``key`` holds — the one it claimed
+        before (a replay), else the oldest one nobody took — or ``(None, None)``."""
+        claimed = self.claims.get(name, {}).get(key)
+        if claimed is not None:
+            return claimed, self._signals[name][claimed]
+        free = self._unclaimed(name)[self._read[name] :]
+        if not free:
+            return None, None
+        self.claims[name][key] = free[0]
+        return free[0], self._signals[name][free[0]]
 
     def next_approval(self) -> int:
         """The number of this attempt's next approval request (1, 2, …)."""
         self._asked += 1
         return self._asked
 
-    def take_answer(self, request: int) -> tuple[bool, Any]:
+    def take_answer(self, request: int | str) -> tuple[bool, Any]:
         """The oldest answer addressed to ``request`` (later ones are never used)."""
         answers = self._answers.get(request)
         return (True, answers[0]) if answers else (False, None)
@@ -259,8 +299,49 @@ class LiveRun:
             await self.changed(remaining)
 
 
+@dataclass(eq=False)
+class NodeScope:
+    """One step execution inside a workflow run (its task run), seen from its code."""
+
+    run: LiveRun
+    label: str
+    undos: list[Callable[[], Any]] = field(default_factory=list)
+    _asked: int = 0
+    _takes: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def begin_attempt(self) -> None:
+        """A retry of the step asks the same requests and takes the same signals again
+        (its undos so far stay: their effects happened)."""
+        self._asked = 0
+        self._takes.clear()
+
+    def next_approval(self) -> str:
+        """This step's next approval request: ``<label>/<n>``."""
+        self._asked += 1
+        return f"{self.label}/{self._asked}"
+
+    def next_claim(self, name: str) -> str:
+        """The claim key of this step's next take of signal ``name``."""
+        self._takes[name] += 1
+        return f"{self.label}/{name}/{self._takes[name]}"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a step inside a workflow stores under its durable key: its value and the
+    compensations its code registered (a replay registers them again)."""
+
+    value: Any
+    undos: tuple[Callable[[], Any], ...] = ()
+
+
 CURRENT: contextvars.ContextVar[LiveRun | None] = contextvars.ContextVar(
     "beluga_workflow_run", default=None
+)
+# The step execution the caller's code runs in (set inside a workflow's step task run;
+# CURRENT is None there so that steps nested in it are plain task runs).
+NODE: contextvars.ContextVar[NodeScope | None] = contextvars.ContextVar(
+    "beluga_workflow_node", default=None
 )
 # The attempt a body belongs to (sync bodies carry it into their worker thread).
 ATTEMPT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
@@ -271,6 +352,8 @@ ATTEMPT: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 def current(op: str) -> LiveRun:
     """The workflow run the caller is in; ``INVALID_STATE`` outside one."""
     run = CURRENT.get()
+    if run is None and (scope := NODE.get()) is not None:
+        return scope.run
     if run is None:
         raise OrchestratorError(
             op, f"{op}() can only be called inside a workflow run", ErrorCode.INVALID_STATE

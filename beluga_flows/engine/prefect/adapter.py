@@ -91,14 +91,20 @@ def _retry_options(policy: RetryPolicy | None, name: str) -> dict[str, Any]:
 def prefect_task(step: Step) -> PrefectTask[..., Any]:
     """The Prefect task behind ``step`` (built once)."""
     cached: PrefectTask[..., Any] | None = step.__dict__.get("_prefect_task")
-    if cached is not None:
-        return cached
-    spec = step.spec
+    if cached is None:
+        cached = PrefectTask(fn=_task_fn(step), **_task_options(step))
+        step.__dict__["_prefect_task"] = cached
+    return cached
 
+
+def _task_fn(step: Step) -> Callable[..., Awaitable[Any]]:
     async def run(*args: Any, **kwargs: Any) -> Any:
         middleware.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         # Steps nested in a step are plain task runs: the outer one is what a
         # workflow replays.
+        scope = _durable.NODE.get()
+        if scope is not None and _durable.CURRENT.get() is scope.run:
+            scope.begin_attempt()  # an attempt of the workflow's own step (not a nested one)
         outer = _durable.CURRENT.set(None)
         try:
             return await middleware.guarded_call(_ENGINE, step, args, kwargs)
@@ -114,11 +120,16 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
     # module/qualname: cloudpickle would then ship ``run`` by reference to the
     # user's function (Dask workers) and fail.
     functools.update_wrapper(run, step.fn, assigned=("__name__", "__doc__"), updated=())
+    return run
+
+
+def _task_options(step: Step) -> dict[str, Any]:
+    spec = step.spec
 
     def task_run_name() -> str:
         return middleware.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
 
-    options: dict[str, Any] = {
+    return {
         "name": spec.name,
         "task_run_name": task_run_name,
         "description": spec.description,
@@ -128,9 +139,6 @@ def prefect_task(step: Step) -> PrefectTask[..., Any]:
         "persist_result": spec.cache,
         **_retry_options(spec.retry_policy, spec.name),
     }
-    task: PrefectTask[..., Any] = PrefectTask(fn=run, **options)
-    step.__dict__["_prefect_task"] = task
-    return task
 
 
 def prefect_flow(flow: Flow) -> PrefectFlow[..., Any]:
@@ -167,12 +175,24 @@ def _durable_key(context: Any, parameters: dict[str, Any]) -> str | None:
 
 
 def _durable_task(step: Step) -> PrefectTask[..., Any]:
-    """``step``'s task with its result persisted under the workflow's durable key."""
+    """``step``'s task inside a workflow: it returns a :class:`~beluga_flows.durable.
+    live.Recorded` (the value and the undos its code registered), persisted under the
+    workflow's durable key."""
     cached: PrefectTask[..., Any] | None = step.__dict__.get("_durable_task")
     if cached is None:
-        cached = prefect_task(step).with_options(
-            cache_policy=CacheKeyFnPolicy(cache_key_fn=_durable_key), persist_result=True
-        )
+        run = _task_fn(step)
+
+        async def recorded(*args: Any, **kwargs: Any) -> _durable.Recorded:
+            value = await run(*args, **kwargs)
+            scope = _durable.NODE.get()
+            return _durable.Recorded(value, tuple(scope.undos) if scope is not None else ())
+
+        functools.update_wrapper(recorded, step.fn, assigned=("__name__", "__doc__"), updated=())
+        options = _task_options(step) | {
+            "cache_policy": CacheKeyFnPolicy(cache_key_fn=_durable_key),
+            "persist_result": True,
+        }
+        cached = PrefectTask(fn=recorded, **options)
         step.__dict__["_durable_task"] = cached
     return cached
 
@@ -186,13 +206,23 @@ async def _durable_step(
     task = _durable_task(step) if key is not None else prefect_task(step)
     if run.rollback is not None and (key is None or not await stored(task, key)):
         raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
-    tokens = middleware.RUN_LABEL.set(label), _STEP_KEY.set(key)
+    scope = _durable.NodeScope(run, label)
+    tokens = middleware.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
         result = await task(*(quote(a) for a in args), **quoted)
+    except BaseException:
+        run.compensations += [(label, undo) for undo in scope.undos]  # its work so far
+        raise
     finally:
         middleware.RUN_LABEL.reset(tokens[0])
         _STEP_KEY.reset(tokens[1])
+        _durable.NODE.reset(tokens[2])
+    if isinstance(result, _durable.Recorded):  # found stored, or just run
+        result, undos = result.value, result.undos
+    else:
+        undos = tuple(scope.undos)
+    run.compensations += [(label, undo) for undo in undos]
     run.last_step = label
     return result
 

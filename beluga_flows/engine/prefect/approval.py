@@ -6,6 +6,11 @@ An approval is a Prefect pause with a typed form (what the UI shows). Each
 signal, which the client addresses to the request open when it was sent — belongs to
 that request only. The decision taken (an answer, or a timeout) is logged for the
 request, so a retry or a resumed run replays it without asking anyone again.
+
+Inside a step (a graph node) the request is ``<step label>/<n>``: its own, whatever
+the parallel branches do. A flow run has one pause, so requests from parallel steps
+take turns (one form at a time); the other branches keep running meanwhile. A
+signal a step waits for is claimed, and the claim logged (see :func:`claim_signal`).
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ from prefect.input.run_input import RunInput, keyset_from_paused_state
 from prefect.logging import get_logger
 from prefect.states import Paused, Running
 
-from beluga_flows.durable.live import LiveRun
+from beluga_flows.durable.live import NODE, LiveRun, NodeScope
 from beluga_flows.engine.prefect import messages, runs, watch
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
-__all__ = ["APPROVAL_LABEL", "ApprovalForm", "report_progress", "request_approval"]
+__all__ = [
+    "APPROVAL_LABEL",
+    "ApprovalForm",
+    "address",
+    "claim_signal",
+    "report_progress",
+    "request_approval",
+]
 
 _log = get_logger("beluga_flows.workflow")
 _PAUSE_CEILING = 366 * 24 * 3600  # Prefect's own pause timeout fails the run: keep it out of reach
@@ -51,13 +63,14 @@ async def request_approval(run: LiveRun, prompt: str, timeout: float | None) -> 
     run goes back to Running and ``TIMEOUT`` is raised inside the workflow.
     """
     run.checkpoint()
-    n = run.next_approval()
+    scope = NODE.get()
+    n: int | str = scope.next_approval() if scope is not None else run.next_approval()
     if n not in run.decisions:
         await watch.look_now(run)  # an answer or a copied decision not taken in yet
     if n in run.decisions:
         return _decision(run.decisions[n], timeout)
     run.stop_if_rolling_back(f"approval {n}")
-    async with get_client() as client:
+    async with run.approval_lock, get_client() as client:
         found, data = run.take_answer(n)
         if not found:
             data = await _pause(client, run, n, prompt, timeout)
@@ -66,11 +79,12 @@ async def request_approval(run: LiveRun, prompt: str, timeout: float | None) -> 
 
 
 async def _pause(
-    client: PrefectClient, run: LiveRun, n: int, prompt: str, timeout: float | None
+    client: PrefectClient, run: LiveRun, n: int | str, prompt: str, timeout: float | None
 ) -> dict[str, Any]:
     form = ApprovalForm.with_initial_data(description=prompt)
+    slug = re.sub(r"[^a-z0-9]+", "-", str(n).lower()).strip("-")  # keys: [a-z0-9-]
     state: State[Any] = Paused(
-        timeout_seconds=_PAUSE_CEILING, pause_key=f"approval-{n}-{uuid.uuid4().hex[:8]}"
+        timeout_seconds=_PAUSE_CEILING, pause_key=f"approval-{slug}-{uuid.uuid4().hex[:8]}"
     )
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = {str(k): v for k, v in keyset.items()}
@@ -89,7 +103,7 @@ async def _pause(
 
 
 async def _await_decision(
-    client: PrefectClient, run: LiveRun, n: int, keyset: Any, timeout: float | None
+    client: PrefectClient, run: LiveRun, n: int | str, keyset: Any, timeout: float | None
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
@@ -113,7 +127,7 @@ async def _await_decision(
         await run.changed(remaining)
 
 
-async def _record(client: PrefectClient, run: LiveRun, n: int, data: dict[str, Any]) -> None:
+async def _record(client: PrefectClient, run: LiveRun, n: int | str, data: dict[str, Any]) -> None:
     """Log the decision of request ``n``: replays take it instead of asking again."""
     run.deliver_decision(n, data)
     body = json.dumps({"kind": "decision", "request": n, "data": data})
@@ -143,10 +157,34 @@ async def report_progress(run: LiveRun, percent: float, description: str | None)
         await aupdate_progress_artifact(run.progress_artifact, percent, description=description)
 
 
-def address(labels: dict[str, Any] | None) -> int:
+def address(labels: dict[str, Any] | None) -> int | str:
     """The request an ``"approval"`` signal sent now answers: the latest one the run
     opened (a late answer stays with it), or the first when none was opened yet."""
-    try:
-        return max(1, int((labels or {}).get(APPROVAL_LABEL) or 0))
-    except (TypeError, ValueError):
-        return 1
+    return messages.request_id((labels or {}).get(APPROVAL_LABEL) or 1)
+
+
+async def claim_signal(scope: NodeScope, name: str, timeout: float | None) -> Any:
+    """``wait_for_signal`` inside a step: the next signal ``name`` nobody took,
+    claimed for this step execution (the claim is logged before it is used, so a
+    resumed run gives the same signal to the same step and never to another one)."""
+    run = scope.run
+    key = scope.next_claim(name)
+    await watch.look_now(run)  # claims and signals a resumed run inherited
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    while True:
+        run.mark_seen()
+        run.checkpoint()
+        index, data = run.claim_signal(name, key)
+        if index is not None:
+            body = json.dumps({"kind": "claim", "name": name, "key": key, "index": index})
+            async with get_client() as client:
+                await messages.log(client, run.run_id, messages.message_key(""), body)
+            return data
+        run.stop_if_rolling_back(f"signal {name!r}")
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            raise OrchestratorError(
+                "wait_for_signal", f"no {name!r} signal within {timeout:g}s", ErrorCode.TIMEOUT
+            )
+        await run.changed(remaining)

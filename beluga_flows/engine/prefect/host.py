@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -261,7 +262,11 @@ async def _compensate(run: LiveRun, reason: str) -> list[str]:
     midway is resumed as a roll-back (never forward); each undo completes at most
     once across the whole execution (its result is stored under its durable key).
     """
-    undos = [(i, label, fn) for i, (label, fn) in enumerate(run.compensations)]
+    per_label: collections.Counter[str] = collections.Counter()
+    undos = []
+    for label, fn in run.compensations:
+        per_label[label] += 1
+        undos.append((per_label[label], label, fn))
     run.compensations.clear()
     run.retire()  # the body must not start another step while its effects are undone
     if not undos:

@@ -52,6 +52,7 @@ __all__ = [
     "message_key",
     "notify",
     "read_all",
+    "request_id",
     "record_final_queries",
     "reply",
     "send",
@@ -66,12 +67,23 @@ MAIL = "beluga:mail"
 _PAGE = 1000
 # What a resumed run inherits: what changes its course (a terminate ended the old run
 # only; queries are answered by the run they were asked of).
-_INHERITED = {"signal", "answer", "decision", "cancel"}
+_INHERITED = {"signal", "answer", "decision", "claim", "cancel"}
 
 
 def message_key(prefix: str) -> str:
     """A flow-run input key that sorts by send time."""
     return f"{prefix}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+
+def request_id(value: Any) -> int | str:
+    """An approval request as messages and labels carry it: ``n`` for the workflow
+    body's own requests, ``"<step label>/<n>"`` for a step's."""
+    if isinstance(value, str) and "/" in value:
+        return value
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
 
 
 def suffix(key: str) -> str:

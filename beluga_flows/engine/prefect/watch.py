@@ -198,9 +198,11 @@ def _apply(w: _Watched, kind: Any, message: dict[str, Any]) -> None:
     if kind == "signal":
         run.deliver(message["name"], message["data"])
     elif kind == "answer":
-        run.deliver_answer(int(message["request"]), message["data"])
+        run.deliver_answer(messages.request_id(message["request"]), message["data"])
     elif kind == "decision":
-        run.deliver_decision(int(message["request"]), message["data"])
+        run.deliver_decision(messages.request_id(message["request"]), message["data"])
+    elif kind == "claim":
+        run.deliver_claim(message["name"], message["key"], int(message["index"]))
     elif kind == "cancel":
         run.request_cancel()
     elif kind == "terminate":
