@@ -16,6 +16,7 @@ ALLOWED_PREFECT_IMPORTERS = {
     "cli/demo.py",
     "cli/main.py",
     "engine/prefect/adapter.py",
+    "engine/prefect/limits.py",
     "engine/prefect/runs.py",
     "engine/prefect/host.py",
     "engine/prefect/messages.py",

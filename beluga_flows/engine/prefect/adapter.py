@@ -24,7 +24,7 @@ import inspect
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prefect import Flow as PrefectFlow
@@ -32,22 +32,16 @@ from prefect import Task as PrefectTask
 from prefect import tags as prefect_tags
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CacheKeyFnPolicy
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.asyncio import concurrency as prefect_concurrency
-from prefect.concurrency.asyncio import rate_limit as prefect_rate_limit
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.logging import get_logger
 from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
 from beluga_flows.core import middleware
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, Sleep, input_hash
+from beluga_flows.engine.prefect import limits as prefect_limits
 from beluga_flows.resilience.breaker import add_global_listener
-from beluga_flows.resilience.limits import exhausted, missing, rate_limit_spec
 from beluga_flows.resilience.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -267,48 +261,6 @@ def run_name(name: str) -> str:
     return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
-_ENSURED: set[str] = set()
-
-
-async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
-    """Create the global concurrency limit ``name`` if missing (once per process)."""
-    if name in _ENSURED:
-        return
-    async with get_client() as client:
-        try:
-            await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            if rate:
-                declared = rate_limit_spec(name)
-                if declared is None:
-                    raise missing(name, rate=True) from None
-                create = GlobalConcurrencyLimitCreate(
-                    name=name, limit=declared.burst, slot_decay_per_second=declared.per_second
-                )
-            elif slots is None:
-                raise missing(name, rate=False) from None
-            else:
-                create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
-            try:
-                await client.create_global_concurrency_limit(create)
-                get_logger("beluga_flows").info(
-                    "created Prefect global concurrency limit %r (%s)",
-                    name,
-                    f"{create.limit} slots"
-                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
-                )
-            except ObjectAlreadyExists:
-                pass  # another process created it first
-    _ENSURED.add(name)
-
-
-async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
-    try:
-        await waiting
-    except TimeoutError:
-        raise exhausted(kind, name, timeout) from None
-
-
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
     """Each breaker state change is a Prefect event (``beluga.breaker.opened`` …)."""
     verb = {"open": "opened", "half_open": "half_opened", "closed": "closed"}[str(new)]
@@ -395,29 +347,8 @@ class PrefectEngine(Engine):
         if FlowRunContext.get() is not None:
             await acreate_markdown_artifact(markdown=markdown, key=key, description=description)
 
-    @contextlib.asynccontextmanager
-    async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if spec.rate_limit is not None:
-                await _ensure_limit(spec.rate_limit, None, rate=True)
-                await _acquire(
-                    "rate limit",
-                    spec.rate_limit,
-                    spec.timeout,
-                    prefect_rate_limit(spec.rate_limit, timeout_seconds=spec.timeout, strict=True),
-                )
-            if spec.concurrency is not None:
-                await _ensure_limit(spec.concurrency, spec.max_concurrency, rate=False)
-                slot = prefect_concurrency(
-                    spec.concurrency, timeout_seconds=spec.timeout, strict=True
-                )
-                await _acquire(
-                    "concurrency limit",
-                    spec.concurrency,
-                    spec.timeout,
-                    stack.enter_async_context(slot),
-                )
-            yield
+    def limits(self, spec: StepSpec) -> contextlib.AbstractAsyncContextManager[None]:
+        return prefect_limits.hold(spec)  # Prefect's global concurrency / rate limits
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()
