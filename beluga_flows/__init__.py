@@ -21,7 +21,7 @@ this list and fails on an import against it, on any import circle, and on a
 ``prefect`` import outside ``engine.prefect``, ``tools.deploy`` and ``cli``::
 
     1. errors
-    2. _validate, _digest, _threads, _procs, _sync, _execute
+    2. _validate, _digest, _threads, _procs, _sync
     3. telemetry
     4. resilience
     5. core.specs, engine.base, core.middleware

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -118,6 +119,12 @@ def test_workflow_spans_and_metrics(spans: InMemorySpanExporter, prefect_server:
     for op in ("workflow.execute", "workflow.get_result"):
         [sp] = named(op)
         assert sp.attributes["workflow.id"] == handle.workflow_id
+    # Workflow steps are step calls like any other: one ``step`` span each.
+    work = [s for s in named("step") if s.attributes["step.name"] == "work"]
+    assert [(s.attributes["step.engine"], s.attributes["step.status"]) for s in work] == [
+        ("prefect", "ok"),
+        ("prefect", "ok"),
+    ]
     data = _READER.get_metrics_data()
     executions = [
         p
@@ -129,3 +136,199 @@ def test_workflow_spans_and_metrics(spans: InMemorySpanExporter, prefect_server:
         if p.attributes.get("workflow.name") == "wf-ten-steps"
     ]
     assert sum(p.value for p in executions) >= 1
+
+
+# ---------------------------------------------------------------- the step stack
+
+
+def step_points(metric: str, step: str) -> list[Any]:
+    """The points of ``<prefix>.step.<metric>`` for step ``step``, as attribute dicts
+    with their value (counters) or count (histograms)."""
+    data = _READER.get_metrics_data()
+    found = []
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == f"{PREFIX}.step.{metric}":
+                    for p in m.data.data_points:
+                        if p.attributes.get("step.name") == step:
+                            value = getattr(p, "value", None)
+                            found.append((dict(p.attributes), p.count if value is None else value))
+    return sorted(found, key=str)
+
+
+def step_spans(spans: InMemorySpanExporter, step: str) -> list[Any]:
+    return [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "step" and s.attributes.get("step.name") == step
+    ]
+
+
+def test_a_local_step_with_a_retry_is_one_span_with_a_retry_event(
+    spans: InMemorySpanExporter,
+) -> None:
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    calls = []
+
+    @bf.step(name=name, retry_policy=bf.RetryPolicy(max_attempts=3, initial_delay=0, jitter=0))
+    def flaky(x: int) -> int:
+        calls.append(x)
+        if len(calls) == 1:
+            raise ConnectionError("blip")
+        return x * 2
+
+    with bf.use_engine("local"):
+        assert flaky(21) == 42
+
+    [sp] = spans.get_finished_spans()
+    assert dict(sp.attributes) == {
+        "step.name": name,
+        "step.engine": "local",
+        "step.attempts": 2,
+        "step.status": "ok",
+    }
+    assert sp.status.status_code is StatusCode.UNSET
+    [event] = sp.events
+    assert event.name == "retry"
+    assert dict(event.attributes) == {
+        "step.attempt": 2,
+        "error.code": "execution_failed",
+        "error.type": "ConnectionError",
+        "retry.delay": 0.0,
+    }
+    assert step_points("calls", name) == [({"step.name": name, "status": "ok"}, 1)]
+    assert step_points("duration", name) == [({"step.name": name, "status": "ok"}, 1)]
+    assert step_points("retries", name) == [
+        ({"step.name": name, "error.code": "execution_failed"}, 1)
+    ]
+
+
+def test_a_failed_step_records_its_attempts_and_error_code(spans: InMemorySpanExporter) -> None:
+    name = f"slow-{uuid.uuid4().hex[:6]}"
+
+    @bf.step(name=name, timeout=0.05, track=False)
+    async def slow() -> None:
+        await asyncio.sleep(5)
+
+    with pytest.raises(bf.OrchestratorError):
+        asyncio.run(slow())
+
+    [sp] = step_spans(spans, name)
+    assert sp.attributes["step.attempts"] == 1 and sp.attributes["step.status"] == "error"
+    assert sp.status.status_code is StatusCode.ERROR and sp.events[0].name == "exception"
+    assert step_points("calls", name) == [
+        ({"step.name": name, "status": "error", "error.code": "timeout"}, 1)
+    ]
+    assert step_points("retries", name) == []
+
+
+def test_a_graph_node_is_a_graph_node_span_around_its_step_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    graph = f"g-{uuid.uuid4().hex[:6]}"
+    g = bf.Graph(name=graph, provider="local")
+    g.add_node("count", lambda s: {"n": s["n"] + 1}, track=False)
+    g.add_edge(bf.START, "count")
+    assert g.invoke({"n": 1})["n"] == 2
+
+    sp, node, invoke = spans.get_finished_spans()  # every span of the run, in end order
+    assert (sp.name, node.name, invoke.name) == ("step", "graph.node", "graph.invoke")
+    assert dict(node.attributes) == {"graph.name": graph, "node.name": "count", "node.iteration": 1}
+    assert node.parent is not None and node.parent.span_id == invoke.context.span_id
+    assert sp.parent is not None and sp.parent.span_id == node.context.span_id
+    assert dict(sp.attributes) == {
+        "step.name": "count",
+        "step.engine": "local",
+        "step.attempts": 1,
+        "step.status": "ok",
+    }
+
+
+def test_a_chain_step_is_a_chain_step_span_around_its_step_span(
+    spans: InMemorySpanExporter,
+) -> None:
+    first = f"first-{uuid.uuid4().hex[:6]}"
+
+    @bf.step(name=first, track=False)
+    def one(x: int) -> int:
+        return x + 1
+
+    chain = bf.Chain([one], name=f"c-{first}", provider="local")
+    assert chain.invoke(1) == 2
+
+    sp, site, invoke = spans.get_finished_spans()
+    assert (sp.name, site.name, invoke.name) == ("step", "chain.step", "chain.invoke")
+    assert dict(site.attributes) == {
+        "chain.name": f"c-{first}",
+        "step.name": first,
+        "step.index": 0,
+    }
+    assert sp.parent is not None and sp.parent.span_id == site.context.span_id
+    assert step_points("calls", first) == [({"step.name": first, "status": "ok"}, 1)]
+
+
+def test_a_prefect_step_counts_prefect_task_run_retries(
+    spans: InMemorySpanExporter, prefect_server: Any
+) -> None:
+    name = f"pflaky-{uuid.uuid4().hex[:6]}"
+    calls = []
+
+    @bf.step(name=name, retry_policy=bf.RetryPolicy(max_attempts=3, initial_delay=0, jitter=0))
+    async def flaky(x: int) -> int:
+        calls.append(x)
+        if len(calls) < 3:
+            raise ConnectionError("blip")
+        return x * 2
+
+    @bf.flow(name=f"f-{name}")
+    async def pipeline() -> int:
+        return await flaky(21)  # type: ignore[no-any-return]
+
+    with bf.use_engine("prefect"):
+        assert asyncio.run(pipeline()) == 42
+
+    # Prefect's own spans: the flow run's, and the task run's (all attempts) inside ours.
+    task_run, sp, flow_run = spans.get_finished_spans()
+    assert (sp.name, flow_run.name.startswith(f"f-{name}-")) == ("step", True)
+    assert task_run.name.startswith(f"{name}-") and task_run.parent is not None
+    assert task_run.parent.span_id == sp.context.span_id
+    assert sp.parent is not None and sp.parent.span_id == flow_run.context.span_id
+    assert dict(sp.attributes) == {
+        "step.name": name,
+        "step.engine": "prefect",
+        "step.attempts": 3,
+        "step.status": "ok",
+    }
+    assert [(e.name, e.attributes["step.attempt"]) for e in sp.events] == [
+        ("retry", 2),
+        ("retry", 3),
+    ]
+    assert step_points("calls", name) == [({"step.name": name, "status": "ok"}, 1)]
+    assert step_points("retries", name) == [
+        ({"step.name": name, "error.code": "execution_failed"}, 2)
+    ]
+
+
+def test_router_and_scatter_gather_members_are_step_calls(spans: InMemorySpanExporter) -> None:
+    tag = uuid.uuid4().hex[:6]
+
+    def shout(x: str) -> str:
+        return x.upper()
+
+    def whisper(x: str) -> str:
+        return x.lower()
+
+    shout.__name__, whisper.__name__ = f"shout_{tag}", f"whisper_{tag}"
+    router = bf.Router(lambda x: "loud", {"loud": shout, "quiet": whisper})
+    fan = bf.scatter_gather([shout, whisper], aggregate=" ".join)
+    with bf.use_engine("local"):
+        assert router.invoke("Hi") == "HI"
+        assert fan.invoke("Hi") == "HI hi"
+
+    assert len(step_spans(spans, f"shout_{tag}")) == 2
+    assert len(step_spans(spans, f"whisper_{tag}")) == 1
+    assert [sp.attributes["step.status"] for sp in step_spans(spans, "<lambda>")] == ["ok"]
+    assert step_points("calls", f"shout_{tag}") == [
+        ({"step.name": f"shout_{tag}", "status": "ok"}, 2)
+    ]

@@ -24,7 +24,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, overload
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows._validate import tags as check_tags
 from beluga_flows.core.runnable import Runnable
@@ -82,14 +82,14 @@ class Step(Runnable):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_async:
             return current_engine().run_step(self, args, kwargs)
-        if _execute._in_running_loop():
+        if _sync.in_running_loop():
             # Returning the value here would mean blocking the loop until the
             # thread is done (no cancel, no timeout, no gather could run meanwhile).
             pending: Any = current_engine().run_step(self, args, kwargs)
             # What Python's never-awaited warning names: the step, and the cure.
             pending.__qualname__ = f"{self.name!r} (a sync step called in async code: await it)"
             return pending
-        return _execute.run_sync(lambda: current_engine().run_step(self, args, kwargs))
+        return _sync.run_sync(lambda: current_engine().run_step(self, args, kwargs))
 
     async def ainvoke(self, input: Any, **opts: Any) -> Any:
         return await current_engine().run_step(self, (input,), {})
@@ -114,7 +114,7 @@ class Flow:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.is_async:
             return current_engine().run_flow(self, args, kwargs)
-        return _execute.run_sync(lambda: current_engine().run_flow(self, args, kwargs))
+        return _sync.run_sync(lambda: current_engine().run_flow(self, args, kwargs))
 
     def to_prefect(self) -> Any:
         """The ``prefect.Flow`` behind this flow (for ``serve``/``deploy``).

@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows._validate import positive_int
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
@@ -62,7 +62,7 @@ class Runnable(abc.ABC):
 
     def invoke(self, input: Any, **opts: Any) -> Any:
         """Sync :meth:`ainvoke`."""
-        return _execute.run_sync(lambda: self.ainvoke(input, **opts))
+        return _sync.run_sync(lambda: self.ainvoke(input, **opts))
 
     async def abatch(
         self,
@@ -107,7 +107,7 @@ class Runnable(abc.ABC):
         **opts: Any,
     ) -> list[Any]:
         """Sync :meth:`abatch`."""
-        return _execute.run_sync(
+        return _sync.run_sync(
             lambda: self.abatch(
                 inputs, return_exceptions=return_exceptions, max_concurrency=max_concurrency, **opts
             )
@@ -116,12 +116,12 @@ class Runnable(abc.ABC):
     async def astream(self, input: Any, **opts: Any) -> AsyncIterator[Any]:
         """Yield the output; an output that is itself an iterator is yielded item by item."""
         output = await self.ainvoke(input, **opts)
-        async for item in _execute.iterate_output(output):
+        async for item in _sync.iterate_output(output):
             yield item
 
     def stream(self, input: Any, **opts: Any) -> Iterator[Any]:
         """Sync :meth:`astream`."""
-        return _execute.sync_iter(lambda: self.astream(input, **opts))
+        return _sync.sync_iter(lambda: self.astream(input, **opts))
 
     def __or__(self, other: Any) -> Runnable:
         return _pipe(self, other)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from beluga_flows import _execute, telemetry
+from beluga_flows import telemetry
+from beluga_flows._sync import run_sync
 from beluga_flows._validate import identifier
 from beluga_flows.durable.inside import approval_data
 
@@ -47,7 +48,7 @@ async def _traced(op: str, workflow_id: str) -> AsyncIterator[None]:
 
 
 def _sync(factory: Callable[[], Awaitable[T]]) -> T:
-    return _execute.run_sync(factory)
+    return run_sync(factory)
 
 
 class WorkflowClient:

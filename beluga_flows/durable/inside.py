@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import cloudpickle
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows._validate import config_error, identifier
 from beluga_flows.durable.live import NODE, current
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -62,9 +62,9 @@ def _dual(op: str, factory: Callable[[], Awaitable[T]]) -> Any:
     current(op)
     scope = NODE.get()
     work = factory if scope is None else functools.partial(_owned, scope.waits, factory)
-    if _execute._in_running_loop():
+    if _sync.in_running_loop():
         return work()
-    return _execute.run_sync(work)
+    return _sync.run_sync(work)
 
 
 async def _owned(waits: set[asyncio.Task[Any]], factory: Callable[[], Awaitable[T]]) -> T:

@@ -1,5 +1,8 @@
 """The in-process engine: the same semantics as the Prefect engine, no Prefect API.
 
+Every step call runs the whole middleware stack in-process
+(:func:`beluga_flows.core.middleware.run_inline`), retries included.
+
 Used by ``provider="local"``, by ``track=False`` steps, and by tests that need an
 injected clock (``LocalEngine(sleep=FakeClock().sleep)``).
 """
@@ -12,9 +15,9 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from beluga_flows import _execute
+from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
-from beluga_flows.engine.base import Engine, run_flow_body, run_inline
+from beluga_flows.engine.base import Engine, Sleep
 from beluga_flows.resilience.limits import LocalLimits
 from beluga_flows.resilience.retry import RetryPolicy
 
@@ -36,14 +39,12 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(
-        self, *, sleep: _execute.Sleep = asyncio.sleep, rng: random.Random | None = None
-    ) -> None:
+    def __init__(self, *, sleep: Sleep = asyncio.sleep, rng: random.Random | None = None) -> None:
         self.sleep = sleep
         self.rng = rng
 
     async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await run_inline(self, step, args, kwargs)
+        return await middleware.run_inline(self, step, args, kwargs)
 
     async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # Like Prefect's flow retries: any failure, immediately, ``retries`` times.
@@ -53,8 +54,8 @@ class LocalEngine(Engine):
             if retries
             else None
         )
-        return await _execute.retrying(
-            lambda: run_flow_body(flow, args, kwargs), policy, sleep=self.sleep
+        return await middleware.retrying(
+            lambda: middleware.run_flow_body(flow, args, kwargs), policy, sleep=self.sleep
         )
 
     async def in_flow(

@@ -2,8 +2,10 @@
 
 It owns the asyncio side (one task per running node, routers evaluated inline, the
 deadline, the run's retries) and nothing else: what runs next is the scheduler's
-decision. It takes a :class:`~beluga_flows.graph.plan.Plan` — which holds every run
-option — and never the builder's objects, so it imports nothing from ``builder``.
+decision, and how a node's call is carried out (span, retry, breaker, limits,
+timeout) is the middleware stack's (:func:`beluga_flows.core.middleware.run_member`).
+It takes a :class:`~beluga_flows.graph.plan.Plan` — which holds every run option —
+and never the builder's objects, so it imports nothing from ``builder``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from beluga_flows import _execute, telemetry
-from beluga_flows.core.decorators import Step
+from beluga_flows.core import middleware
 from beluga_flows.engine import Engine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.graph.plan import GraphReport, GraphResult, Plan
@@ -29,7 +30,7 @@ async def drive(plan: Plan, engine: Engine, state: dict[str, Any]) -> GraphResul
     """Run ``plan`` on ``state`` with ``engine`` in force, retried under the plan's
     retry policy (each attempt starts again from ``state``)."""
     with use_engine(engine):
-        return await _execute.retrying(
+        return await middleware.retrying(
             lambda: GraphRun(plan, engine, state).drive(),
             plan.retry_policy,
             sleep=engine.sleep,
@@ -102,20 +103,15 @@ class GraphRun:
                 pending.extend(await self._route(cmd))
 
     async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
-        runner = self.plan.runners[cmd.node]
-        _execute.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
-        with telemetry.span(
-            "graph.node",
-            **{
-                "graph.name": self.plan.name,
-                "node.name": cmd.node,
-                "node.iteration": cmd.iteration,
-            },
-        ):
-            if isinstance(runner, Step):
-                updates = await self.engine.run_step(runner, (cmd.state,), {})
-            else:
-                updates = await runner.ainvoke(cmd.state)
+        middleware.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
+        site = {
+            "graph.name": self.plan.name,
+            "node.name": cmd.node,
+            "node.iteration": cmd.iteration,
+        }
+        updates = await middleware.run_member(
+            self.engine, self.plan.runners[cmd.node], cmd.state, "graph.node", site
+        )
         if updates is not None and not isinstance(updates, Mapping):
             raise OrchestratorError(
                 "graph",

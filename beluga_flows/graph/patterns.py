@@ -8,32 +8,46 @@ Example::
 
     best = bf.scatter_gather([search_web, search_wiki, search_docs], aggregate=rank)
     best.invoke("prefect retries")
+
+Both are graphs whose nodes run their members the way a chain or graph runs one
+(:func:`beluga_flows.core.middleware.run_member`, on the engine in force): a step or
+Runnable as it is, a plain function as an inline step (``track=False``: no task run
+of its own, as before, but the whole middleware stack, span and metrics included).
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from beluga_flows import _execute
 from beluga_flows._validate import config_error
+from beluga_flows.core import middleware
+from beluga_flows.core.decorators import step
 from beluga_flows.core.runnable import Runnable
+from beluga_flows.engine import current_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.graph.builder import END, START, CompiledGraph, Graph
 
 __all__ = ["Router", "scatter_gather"]
 
 
-async def _call(member: Any, value: Any) -> Any:
+async def _call(member: Runnable, value: Any) -> Any:
+    return await middleware.run_member(current_engine(), member, value, None, {})
+
+
+def _check(owner: str, what: str, member: Any) -> Runnable:
+    """``member`` as a Runnable: a plain function becomes an inline step."""
     if isinstance(member, Runnable):
-        return await member.ainvoke(value)
-    return await _execute.call(member, (value,), {})
-
-
-def _check(owner: str, what: str, member: Any) -> None:
-    if not (isinstance(member, Runnable) or callable(member)):
+        return member
+    if not callable(member):
         raise config_error(owner, f"{what} must be callable or a Runnable, got {member!r}")
+    if isinstance(member, type):  # a class is a callable member too (@step refuses one)
+        made: Runnable = step(track=False, name=member.__name__)(functools.partial(member))
+    else:
+        made = step(track=False)(member)
+    return made
 
 
 class _GraphPattern(Runnable):
@@ -60,19 +74,21 @@ class Router(_GraphPattern):
         *,
         name: str = "router",
     ) -> None:
-        _check("router", "classifier", classifier)
+        classify_member = _check("router", "classifier", classifier)
         if not isinstance(routes, Mapping) or not routes:
             raise config_error("router", f"routes must be a non-empty dict, got {routes!r}")
-        for key, route in routes.items():
-            _check("router", f"route {key!r}", route)
+        members = {
+            f"route:{key}": _check("router", f"route {key!r}", route)
+            for key, route in routes.items()
+        }
         if fallback is not None:
-            _check("router", "fallback", fallback)
+            members["fallback"] = _check("router", "fallback", fallback)
         self.name = name
         self.routes = dict(routes)
         self.fallback = fallback
 
         async def classify(state: dict[str, Any]) -> dict[str, Any]:
-            return {"route": await _call(classifier, state["input"])}
+            return {"route": await _call(classify_member, state["input"])}
 
         def pick(state: dict[str, Any]) -> str:
             key = state["route"]
@@ -88,16 +104,13 @@ class Router(_GraphPattern):
             )
 
         g = Graph(name=name).add_node("classify", classify).set_entry_point("classify")
-        members = {f"route:{key}": route for key, route in self.routes.items()}
-        if fallback is not None:
-            members["fallback"] = fallback
         for node, member in members.items():
             g.add_node(node, _output_of(member))
         g.add_conditional_edges("classify", pick, list(members))
         self.graph = g.compile()
 
 
-def _output_of(member: Any) -> Callable[[dict[str, Any]], Any]:
+def _output_of(member: Runnable) -> Callable[[dict[str, Any]], Any]:
     async def run(state: dict[str, Any]) -> dict[str, Any]:
         return {"output": await _call(member, state["input"])}
 
@@ -108,10 +121,12 @@ class _ScatterGather(_GraphPattern):
     def __init__(self, workers: Sequence[Any], aggregate: Any, name: str) -> None:
         self.name = name
         self.workers = list(workers)
+        members = [_check("scatter_gather", f"worker {i}", w) for i, w in enumerate(workers)]
+        gather_member = _check("scatter_gather", "aggregate", aggregate)
         g = Graph(name=name, reducers={"results": operator.add}, max_workers=max(1, len(workers)))
-        for i, worker in enumerate(self.workers):
+        for i, worker in enumerate(members):
 
-            async def scatter(state: dict[str, Any], i: int = i, worker: Any = worker) -> Any:
+            async def scatter(state: dict[str, Any], i: int = i, worker: Runnable = worker) -> Any:
                 return {"results": [(i, await _call(worker, state["input"]))]}
 
             g.add_node(f"worker_{i}", scatter).add_edge(START, f"worker_{i}")
@@ -119,7 +134,7 @@ class _ScatterGather(_GraphPattern):
 
         async def gather(state: dict[str, Any]) -> dict[str, Any]:
             ordered = [out for _, out in sorted(state["results"], key=operator.itemgetter(0))]
-            return {"output": await _call(aggregate, ordered)}
+            return {"output": await _call(gather_member, ordered)}
 
         g.add_node("gather", gather).add_edge("gather", END)
         self.graph = g.compile()

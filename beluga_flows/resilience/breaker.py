@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from beluga_flows import _execute, telemetry
+from beluga_flows import _sync, telemetry
 from beluga_flows._validate import config_error, positive_int, seconds
 from beluga_flows.errors import CODE_RULES, ErrorCode, OrchestratorError, matches
 from beluga_flows.resilience.stores import (
@@ -219,7 +219,7 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         """The current state (``half_open`` as soon as the recovery time has passed)."""
-        st = _execute.run_sync(lambda: self._guarded.load(self.name))
+        st = _sync.run_sync(lambda: self._guarded.load(self.name))
         return visible_state(self.config, st, self.clock())
 
     async def astate(self) -> CircuitState:
@@ -240,11 +240,11 @@ class CircuitBreaker:
 
     def trip(self) -> None:
         """Open now (sync)."""
-        _execute.run_sync(self.atrip)
+        _sync.run_sync(self.atrip)
 
     def reset(self) -> None:
         """Close now (sync)."""
-        _execute.run_sync(self.areset)
+        _sync.run_sync(self.areset)
 
     # ---------------------------------------------------------------- calls
 
@@ -303,7 +303,7 @@ class CircuitBreaker:
             async def run() -> Any:
                 return fn(*args, **kwargs)  # on the caller's thread: no hop
 
-            return _execute.run_sync(lambda: self.call(run))
+            return _sync.run_sync(lambda: self.call(run))
 
         return guarded_sync
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from beluga_flows import _execute
+from beluga_flows import _sync
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = ["check_params", "load_target", "parse_params", "run_target"]
@@ -136,5 +136,5 @@ def run_target(obj: Any, params: dict[str, Any]) -> Any:
     check_params(obj, params)
     result = obj(**params)
     if inspect.isawaitable(result):
-        return _execute.run_sync(lambda: result)
+        return _sync.run_sync(lambda: result)
     return result

@@ -6,8 +6,11 @@ only part of the core that imports ``prefect``).
   :class:`~beluga_flows.RetryPolicy` becomes ``retries`` / ``retry_delay_seconds`` /
   ``retry_jitter_factor`` / ``retry_condition_fn`` (a plain function: Prefect
   silently ignores a partial or a callable object), so each retry is a visible
-  task-run state. The step's timeout is enforced inside the task run by beluga
-  (Prefect's own is best effort), and the error carries ``.attempts``.
+  task-run state. The middleware stack is split at the task run: telemetry wraps
+  the task run(s) of a call, Prefect carries out the retries the policy decides
+  (``retry_condition_fn`` → ``middleware.retry_decision``, which counts them), each
+  attempt runs breaker → limits → timeout → call. The timeout is beluga's (Prefect's
+  own is best effort); the error carries ``.attempts``.
 * A ``@flow`` is an *async* Prefect flow whatever the user's function: sync bodies
   run in a worker thread, so no run pays the ~1.1 s floor of Prefect's sync engine.
 * ``in_flow`` runs a chain/graph body in the current flow run, or starts one.
@@ -38,10 +41,10 @@ from prefect.events import emit_event
 from prefect.results import get_result_store
 from prefect.utilities.annotations import quote
 
-from beluga_flows import _execute
+from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
-from beluga_flows.engine.base import Engine, guarded_call, input_hash, run_flow_body, run_inline
+from beluga_flows.engine.base import Engine, Sleep, input_hash
 from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.retry import RetryPolicy
@@ -56,7 +59,7 @@ _DURABLE: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.W
 _FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
 
-def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
+def _retry_condition(policy: RetryPolicy, name: str) -> Callable[..., Awaitable[bool]]:
     # Must stay a function (``async def`` is one): Prefect calls retry_condition_fn
     # only if inspect.isfunction() is true, and silently disables retries otherwise.
     async def should_retry(task: Any, task_run: Any, state: Any) -> bool:
@@ -66,13 +69,13 @@ def _retry_condition(policy: RetryPolicy) -> Callable[..., Awaitable[bool]]:
                 state.result(raise_on_failure=True)
             except BaseException as exc:
                 err = exc
-        # Never a retry beside a timed-out call that still runs (as the local engine).
-        return err is not None and policy.should_retry(err) and await _execute.may_retry(err)
+        # The policy decides (and the retry is counted there); Prefect carries it out.
+        return await middleware.retry_decision(policy, name, err)
 
     return should_retry
 
 
-def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
+def _retry_options(policy: RetryPolicy | None, name: str) -> dict[str, Any]:
     if policy is None or policy.max_attempts == 1:
         return {"retries": 0}
     retries = policy.max_attempts - 1
@@ -81,7 +84,7 @@ def _retry_options(policy: RetryPolicy | None) -> dict[str, Any]:
         "retries": retries,
         "retry_delay_seconds": delays,
         "retry_jitter_factor": policy.jitter or None,
-        "retry_condition_fn": _retry_condition(policy),
+        "retry_condition_fn": _retry_condition(policy, name),
     }
 
 
@@ -95,7 +98,7 @@ def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
 
 def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
     async def run(*args: Any, **kwargs: Any) -> Any:
-        _execute.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
+        middleware.RUN_LABEL.set(None)  # a node's label is not its nested steps' label
         # Steps nested in a step are plain task runs: the outer one is what a
         # workflow replays.
         scope = _durable.NODE.get()
@@ -103,11 +106,11 @@ def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
             scope.begin_attempt()  # an attempt of the workflow's own step (not a nested one)
         outer = _durable.CURRENT.set(None)
         try:
-            return await guarded_call(_ENGINE, step, args, kwargs)
+            return await middleware.guarded_call(_ENGINE, step, args, kwargs)
         except Exception as err:
             ctx = TaskRunContext.get()
             if ctx is not None:
-                _execute._set_attempts(err, ctx.task_run.run_count)
+                middleware.set_attempts(err, ctx.task_run.run_count)
             raise
         finally:
             _durable.CURRENT.reset(outer)
@@ -123,7 +126,7 @@ def _task_options(step: StepLike) -> dict[str, Any]:
     spec = step.spec
 
     def task_run_name() -> str:
-        return _execute.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
+        return middleware.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
 
     return {
         "name": spec.name,
@@ -133,7 +136,7 @@ def _task_options(step: StepLike) -> dict[str, Any]:
         # No cache: Prefect's default policy hashes every input of every call.
         "cache_policy": INPUTS + TASK_SOURCE if spec.cache else NO_CACHE,
         "persist_result": spec.cache,
-        **_retry_options(spec.retry_policy),
+        **_retry_options(spec.retry_policy, spec.name),
     }
 
 
@@ -145,7 +148,7 @@ def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
     spec = flow.spec
 
     async def body(*args: Any, **kwargs: Any) -> Any:
-        return await run_flow_body(flow, args, kwargs)
+        return await middleware.run_flow_body(flow, args, kwargs)
 
     functools.update_wrapper(body, flow.fn)
     pf = PrefectFlow(
@@ -202,7 +205,7 @@ async def _durable_step(
     if run.rollback is not None and (key is None or not await stored(task, key)):
         raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
     scope = _durable.NodeScope.of(run, step.spec.name, label, key)
-    tokens = _execute.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
+    tokens = middleware.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
         result = await task(*(quote(a) for a in args), **quoted)
@@ -213,7 +216,7 @@ async def _durable_step(
         run.kept += [(label, failed, undo) for undo in scope.undos]
         raise
     finally:
-        _execute.RUN_LABEL.reset(tokens[0])
+        middleware.RUN_LABEL.reset(tokens[0])
         _STEP_KEY.reset(tokens[1])
         _durable.NODE.reset(tokens[2])
         for wait in scope.waits:  # a wait its (sync, abandoned) code left behind
@@ -287,7 +290,7 @@ class PrefectEngine(Engine):
     """Runs steps as Prefect task runs and flows as Prefect flow runs."""
 
     name = "prefect"
-    sleep: _execute.Sleep = staticmethod(asyncio.sleep)
+    sleep: Sleep = staticmethod(asyncio.sleep)
     rng: random.Random | None = None
 
     async def run_step(self, step: StepLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -297,10 +300,16 @@ class PrefectEngine(Engine):
         if not step.spec.track:
             if run is not None:  # an inline step keeps no record: a roll-back stops here
                 run.stop_if_rolling_back(f"inline step {step.spec.name!r}")
-            return await run_inline(self, step, args, kwargs)
+            return await middleware.run_inline(self, step, args, kwargs)
+        # The telemetry layer around the task run(s), whose attempts run the rest.
+        return await middleware.observed(
+            self, step.spec.name, lambda: self._task_run(run, step, args, kwargs)
+        )
+
+    async def _task_run(self, run: Any, step: StepLike, args: Any, kwargs: dict[str, Any]) -> Any:
         task = prefect_task(step)
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
-        async with _execute.flow_slot():
+        async with middleware.flow_slot():
             with tagged:
                 if run is not None and not _SUBMIT.get():
                     return await _durable_step(run, step, args, kwargs)

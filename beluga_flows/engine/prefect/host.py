@@ -42,7 +42,8 @@ from prefect.logging import get_logger
 from prefect.states import Cancelled, Crashed
 from prefect.utilities.annotations import quote
 
-from beluga_flows import _execute, telemetry
+from beluga_flows import telemetry
+from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike
 from beluga_flows.durable.live import (
     ATTEMPT,
@@ -53,7 +54,6 @@ from beluga_flows.durable.live import (
     Terminated,
 )
 from beluga_flows.engine import use_engine  # steps in a workflow: Prefect task runs
-from beluga_flows.engine.base import run_flow_body
 from beluga_flows.engine.prefect import messages, runs, watch
 from beluga_flows.engine.prefect.serve import deployment_id, serve  # for the workflow API
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -188,7 +188,7 @@ async def _roll_back(
     run.rollback = reason
     token = ATTEMPT.set(run.begin_attempt())
     try:
-        await run_flow_body(flow, args, kwargs)
+        await middleware.run_flow_body(flow, args, kwargs)
     except (Exception, RollbackStop, CancelRequested) as err:
         _log.info("workflow %s: rolling back, replay stopped at %s", run.workflow_id, err)
     finally:
@@ -209,7 +209,7 @@ async def _attempts(
     while True:
         token = ATTEMPT.set(run.begin_attempt())
         try:
-            return await run_flow_body(flow, args, kwargs)
+            return await middleware.run_flow_body(flow, args, kwargs)
         except Exception as err:
             run.retire()  # a sync body past its timeout runs on: stop it at its next step
             if attempt >= flow.spec.retries:
@@ -240,7 +240,7 @@ def _with_failures(err: Exception, failures: list[str]) -> OrchestratorError:
 
 
 async def _undo(fn: Any) -> None:
-    await _execute.call(fn, (), {})  # its value is not kept: an undo is done or not
+    await middleware.call(fn, (), {})  # its value is not kept: an undo is done or not
 
 
 def _undo_task(label: str, key: str) -> PrefectTask[..., Any]:

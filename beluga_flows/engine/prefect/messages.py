@@ -34,7 +34,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, FlowRunInput, StateType
 
-from beluga_flows import _execute
+from beluga_flows.core import middleware
 from beluga_flows.durable.live import LiveRun, StepStatus
 from beluga_flows.engine.prefect import runs
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -219,7 +219,7 @@ async def answer(run: LiveRun, name: str, args: list[Any]) -> str:
     if handler is None:
         return json.dumps({"error": _unknown(name, run.queries)})
     try:
-        value = await _execute.call(handler, tuple(args), {})
+        value = await middleware.call(handler, tuple(args), {})
         return json.dumps({"ok": value}, default=str)
     except Exception as exc:
         code = exc.code.value if isinstance(exc, OrchestratorError) else "execution_failed"
