@@ -13,7 +13,7 @@ every engine — goes through the same layers::
   ``chain.step`` / ``graph.node`` span around it through :func:`run_member`, the one
   way a chain, graph, router or scatter/gather runs a member.
 * **retry** (:func:`retrying`) wraps each attempt: the breaker, the limits and the
-  timeout apply again per attempt. DESIGN.md draws breaker and limits outside the
+  timeout apply again per attempt. The design sketch draws breaker and limits outside the
   retry; the code teaches otherwise: ``CIRCUIT_BREAKER_OPEN`` and
   ``RESOURCE_EXHAUSTED`` are retryable so that a retry *waits* for a breaker to
   recover or a slot to free up, a slot held across a backoff would starve other
