@@ -80,3 +80,44 @@ def test_messages_taken_in_leave_the_inbox_for_the_log(tmp_path: Path) -> None:
     waiting, taken = until(lambda: (r := asyncio.run(read())) and r[1] >= 3 and r, 30, "logs")
     assert waiting == 0 and taken == 3  # nothing left to read (and nothing to exclude)
     assert lines(ledger)[-1] == "do last"
+
+
+def test_a_run_added_while_the_watcher_winds_down_is_still_watched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watcher's loop ends when its last run ends; closing its API client takes an
+    ``await``. A run added meanwhile must not be left unwatched (its signals lost)."""
+    from beluga_flows.durable.live import LiveRun
+    from beluga_flows.engine.prefect import watch
+
+    opened, closing, added = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real = watch.get_client
+
+    class SlowToClose:  # the real client; its close waits until a run was added
+        async def __aenter__(self) -> object:
+            self.inner = real()
+            entered = await self.inner.__aenter__()
+            opened.set()
+            return entered
+
+        async def __aexit__(self, *exc: object) -> None:
+            closing.set()
+            await added.wait()
+            await self.inner.__aexit__(*exc)
+
+    async def scenario() -> object:
+        monkeypatch.setattr(watch, "get_client", SlowToClose)
+        async with get_client() as client:
+            first, second = await _flow_run(client, "first"), await _flow_run(client, "second")
+            one = LiveRun("wf-one", str(first.id), "x")
+            two = LiveRun("wf-two", str(second.id), "y")
+            watch.watch(one, lambda: None)
+            await asyncio.wait_for(opened.wait(), 30)
+            watch.unwatch(one)  # the last run ended: the loop winds down
+            await asyncio.wait_for(closing.wait(), 30)
+            watch.watch(two, lambda: None)
+            added.set()
+            await messages.send(client, second, "signal", {"name": "go", "data": 7})
+            return await asyncio.wait_for(two.next_signal("go", None), 30)
+
+    assert asyncio.run(scenario()) == 7

@@ -81,6 +81,13 @@ class Watcher:
         self.watched.pop(run_id, None)
 
     async def _loop(self) -> None:
+        # A run added while the client closes (an ``await``: ``add`` then sees this
+        # task still running and starts no other) is watched by another round here:
+        # the check after the close has no ``await`` before the task ends.
+        while self.watched:
+            await self._rounds()
+
+    async def _rounds(self) -> None:
         poll = runs.POLL
         interval, state_period, last_states = poll, STATE_POLLS * poll, 0.0
         async with get_client() as client:
