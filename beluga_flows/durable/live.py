@@ -298,14 +298,22 @@ class LiveRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def next_signal(self, name: str, timeout: float | None) -> Any:
-        """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds."""
+    async def next_signal(
+        self, name: str, timeout: float | None, *, claim: str | None = None
+    ) -> Any:
+        """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds. With
+        ``claim`` (a step's claim key) the signal is claimed for it
+        (:meth:`claim_signal`) instead of read in the body's order."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             self.mark_seen()
             self.checkpoint()
-            found, data = self.take_signal(name)
+            if claim is None:
+                found, data = self.take_signal(name)
+            else:
+                index, data = self.claim_signal(name, claim)
+                found = index is not None
             if found:
                 return data
             self.stop_if_rolling_back(f"signal {name!r}")

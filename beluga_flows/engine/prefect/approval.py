@@ -208,21 +208,9 @@ async def claim_signal(scope: NodeScope, name: str, timeout: float | None) -> An
     run = scope.run
     key = scope.next_claim(name)
     await watch.look_now(run)  # claims and signals a resumed run inherited
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    while True:
-        run.mark_seen()
-        run.checkpoint()
-        index, data = run.claim_signal(name, key)
-        if index is not None:
-            body = json.dumps({"kind": "claim", "name": name, "key": key, "index": index})
-            async with get_client() as client:
-                await messages.log(client, run.run_id, messages.message_key(""), body)
-            return data
-        run.stop_if_rolling_back(f"signal {name!r}")
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            raise OrchestratorError(
-                "wait_for_signal", f"no {name!r} signal within {timeout:g}s", ErrorCode.TIMEOUT
-            )
-        await run.changed(remaining)
+    data = await run.next_signal(name, timeout, claim=key)
+    index = run.claims[name][key]
+    body = json.dumps({"kind": "claim", "name": name, "key": key, "index": index})
+    async with get_client() as client:
+        await messages.log(client, run.run_id, messages.message_key(""), body)
+    return data
