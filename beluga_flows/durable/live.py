@@ -259,18 +259,19 @@ class LiveRun:
             return True, self._signals[name][free[self._read[name] - 1]]
         return False, None
 
-    def claim_signal(self, name: str, key: str) -> tuple[int | None, Any]:
-        """``(index, data)`` of the signal claim ``key`` holds — the one it claimed
-        before (a replay), else the oldest one nobody took — or ``(None, None)``."""
+    def claim_signal(self, name: str, key: str) -> tuple[bool, Any]:
+        """``(True, data)`` of the signal claim ``key`` holds — the one it claimed
+        before (a replay), else the oldest one nobody took (now claimed, in
+        :attr:`claims`) — or ``(False, None)``."""
         claimed = self.claims.get(name, {}).get(key)
         if claimed is not None:  # its signal may not be read in yet: wait for it
             received = self._signals.get(name, [])
-            return (claimed, received[claimed]) if claimed < len(received) else (None, None)
+            return (True, received[claimed]) if claimed < len(received) else (False, None)
         free = self._unclaimed(name)[self._read[name] :]
         if not free:
-            return None, None
+            return False, None
         self.claims[name][key] = free[0]
-        return free[0], self._signals[name][free[0]]
+        return True, self._signals[name][free[0]]
 
     def next_approval(self) -> int:
         """The number of this attempt's next approval request (1, 2, …)."""
@@ -298,22 +299,15 @@ class LiveRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), timeout)
 
-    async def next_signal(
-        self, name: str, timeout: float | None, *, claim: str | None = None
-    ) -> Any:
-        """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds. With
-        ``claim`` (a step's claim key) the signal is claimed for it
-        (:meth:`claim_signal`) instead of read in the body's order."""
+    async def next_signal(self, name: str, timeout: float | None, *, key: str | None = None) -> Any:
+        """Wait for signal ``name``; ``TIMEOUT`` after ``timeout`` seconds. With ``key``
+        (a step's claim key) it is claimed (:meth:`claim_signal`), not read in order."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             self.mark_seen()
             self.checkpoint()
-            if claim is None:
-                found, data = self.take_signal(name)
-            else:
-                index, data = self.claim_signal(name, claim)
-                found = index is not None
+            found, data = self.take_signal(name) if key is None else self.claim_signal(name, key)
             if found:
                 return data
             self.stop_if_rolling_back(f"signal {name!r}")

@@ -208,7 +208,7 @@ async def claim_signal(scope: NodeScope, name: str, timeout: float | None) -> An
     run = scope.run
     key = scope.next_claim(name)
     await watch.look_now(run)  # claims and signals a resumed run inherited
-    data = await run.next_signal(name, timeout, claim=key)
+    data = await run.next_signal(name, timeout, key=key)
     index = run.claims[name][key]
     body = json.dumps({"kind": "claim", "name": name, "key": key, "index": index})
     async with get_client() as client:
