@@ -30,9 +30,10 @@ this list and fails on an import against it, on any import circle, and on a
     8. core, core.runnable, core.decorators, core.memory
     9. graph
     10. durable, durable.inside, durable.workflow, durable.client
-    11. tools
-    12. cli
-    13. beluga_flows, testing
+    11. definitions
+    12. tools
+    13. cli
+    14. beluga_flows, testing
 
 Where the order is not obvious:
 
@@ -43,6 +44,8 @@ Where the order is not obvious:
 * ``Flow.to_prefect()`` asks the engine registry (``get_engine("prefect")``)
   for the adapter instead of importing it: the registry is the one place that
   knows the adapter, and it is below the decorators.
+* ``definitions`` (the declarative engine) sits above ``graph`` and ``durable``: a
+  definition compiles to a graph plan, and ``start`` runs it as a durable workflow.
 * ``Runnable | other`` builds a chain, yet ``core`` is below ``graph``: the chain
   module registers its constructor into ``core.runnable`` when it is imported
   (this package always imports it), so the core never imports the graph.
@@ -51,6 +54,10 @@ Where the order is not obvious:
 from beluga_flows.core.decorators import Flow, FlowSpec, Step, StepSpec, flow, step
 from beluga_flows.core.memory import BufferMemory
 from beluga_flows.core.runnable import Runnable
+from beluga_flows.definitions.actions import action, register_action
+from beluga_flows.definitions.engine import WorkflowEngine
+from beluga_flows.definitions.model import WorkflowDefinition
+from beluga_flows.definitions.records import ExecutionResult, StepRecord
 from beluga_flows.durable.inside import (
     Approval,
     compensate,
@@ -98,6 +105,7 @@ __all__ = [
     "CompiledGraph",
     "Engine",
     "ErrorCode",
+    "ExecutionResult",
     "Flow",
     "FlowSpec",
     "Graph",
@@ -112,16 +120,21 @@ __all__ = [
     "Router",
     "Runnable",
     "Step",
+    "StepRecord",
     "StepSpec",
     "StepStatus",
     "Workflow",
     "WorkflowClient",
+    "WorkflowDefinition",
+    "WorkflowEngine",
     "WorkflowHandle",
+    "action",
     "compensate",
     "define_rate_limit",
     "flow",
     "is_retryable",
     "query_handler",
+    "register_action",
     "report_progress",
     "request_approval",
     "scatter_gather",

@@ -41,6 +41,7 @@ __all__ = [
     "observed",
     "record_breaker_change",
     "record_breaker_store_error",
+    "record_sla_breach",
     "span",
     "start_span",
     "step_instruments",
@@ -129,16 +130,22 @@ def fail(sp: Span, err: BaseException) -> None:
 
 @contextlib.asynccontextmanager
 async def execution(
-    kind: str, name: str, prefix: str = DEFAULT_PREFIX, attrs: dict[str, Any] | None = None
+    kind: str,
+    name: str,
+    prefix: str = DEFAULT_PREFIX,
+    attrs: dict[str, Any] | None = None,
+    *,
+    span_name: str | None = None,
 ) -> AsyncIterator[Span]:
-    """Span ``<kind>.invoke`` plus the execution/error/duration/active metrics."""
+    """Span ``<kind>.invoke`` (or ``span_name``) plus the execution/error/duration/active
+    metrics."""
     inst = instruments(kind, prefix)
     base = {f"{kind}.name": name}
     inst.active.add(1, base)
     start = time.perf_counter()
     status = "ok"
     with tracer.start_as_current_span(
-        f"{kind}.invoke",
+        span_name or f"{kind}.invoke",
         attributes={**base, **(attrs or {})},
         record_exception=False,
         set_status_on_exception=False,
@@ -300,6 +307,19 @@ def record_breaker_change(breaker: Any, old: Any, new: Any) -> None:
 
 
 _breaker_store_errors: metrics.Counter | None = None
+
+
+def record_sla_breach(workflow_id: str, target: str, prefix: str = DEFAULT_PREFIX) -> None:
+    """Count one SLA breach (``<prefix>.sla.breaches``) of a definition's target."""
+    counter = _sla_counters.get(prefix)
+    if counter is None:
+        counter = _sla_counters[prefix] = _meter.create_counter(
+            f"{prefix}.sla.breaches", description="SLA targets breached"
+        )
+    counter.add(1, {"workflow.name": workflow_id, "sla.target": target})
+
+
+_sla_counters: dict[str, metrics.Counter] = {}
 
 
 def record_breaker_store_error(name: str, op: str) -> None:

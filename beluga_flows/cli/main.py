@@ -5,6 +5,7 @@ Commands::
     beluga-flows server [--port 4200] [--foreground | --stop]
     beluga-flows run FILE:NAME [--param k=v ...]
     beluga-flows workflow start|signal|query|result|cancel|terminate|resume|serve ...
+    beluga-flows definition validate|run|draw|schema ...
     beluga-flows demo
 
 The local server keeps its state (SQLite) in ``$BELUGA_FLOWS_HOME`` (default
@@ -27,6 +28,7 @@ import sys
 import warnings
 from typing import Any
 
+from beluga_flows.cli import definition as cli_definition
 from beluga_flows.cli import demo as cli_demo
 from beluga_flows.cli import deploy as cli_deploy
 from beluga_flows.cli import workflow as cli_workflow
@@ -109,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     cli_deploy.register(sub)
     cli_workflow.register(sub)
+    cli_definition.register(sub)
     return parser
 
 

@@ -76,6 +76,7 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"
     WAITING = "waiting"
     RETRYING = "retrying"
+    CANCELLED = "cancelled"
 
 
 class Control(BaseException):

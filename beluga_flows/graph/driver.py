@@ -63,6 +63,8 @@ class GraphRun:
                     break
                 for task in done:
                     await self._settle(task)
+                if self.plan.fail_fast and self.sched.fatal is not None:
+                    break  # the finally cancels the nodes still running
         finally:
             await self._cancel_running()
         return self._outcome()
@@ -110,7 +112,7 @@ class GraphRun:
             "node.iteration": cmd.iteration,
         }
         updates = await middleware.run_member(
-            self.engine, self.plan.runners[cmd.node], cmd.state, "graph.node", site
+            self.engine, self.plan.runners[cmd.node], cmd.state, self.plan.site, site
         )
         if updates is not None and not isinstance(updates, Mapping):
             raise OrchestratorError(

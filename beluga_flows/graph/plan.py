@@ -95,6 +95,11 @@ class Plan:
     retry_policy: RetryPolicy | None = None
     task_runner: Any = field(default=None, compare=False)
     provider: str | Engine | None = None
+    # A failed node stops the run (running nodes cancelled, nothing new starts) instead
+    # of blocking only its dependants: a workflow definition's semantics.
+    fail_fast: bool = False
+    # The span around each node execution (a definition's steps: "definition.step").
+    site: str = "graph.node"
 
     def downstream(self, node: str) -> set[str]:
         """Every node reachable from ``node`` through plain and conditional edges."""
@@ -182,6 +187,8 @@ def compile_plan(
     retries: int = 0,
     task_runner: Any = None,
     provider: str | Engine | None = None,
+    fail_fast: bool = False,
+    site: str = "graph.node",
 ) -> Plan:
     """Validate the builder's records (and its already checked run options) into a
     :class:`Plan`."""
@@ -234,6 +241,8 @@ def compile_plan(
         retry_policy=RetryPolicy.from_retries(retries) if retries else None,
         task_runner=task_runner,
         provider=provider,
+        fail_fast=fail_fast,
+        site=site,
     )
     reachable = set(plan.entry)
     for n in plan.entry:

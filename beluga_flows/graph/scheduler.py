@@ -15,7 +15,8 @@ Rules:
 * updates merge into the state; keys with a reducer combine, and two executions
   that overlapped in time writing the same key without one → ``INVALID_STATE``.
 * a failed node blocks what depends on it (``dependency_failed``); independent
-  work goes on. With finish points, the run stops starting nodes once each has run.
+  work goes on — unless the plan is ``fail_fast`` (a workflow definition): then the
+  run stops (the driver cancels what runs, nothing new starts). With finish points, the run stops starting nodes once each has run.
 
 Every event costs O(degree + update size): a run is linear in its size.
 
@@ -124,6 +125,9 @@ class Scheduler:
         self._seq += 1
         self.status[node] = NodeStatus.FAILED
         self.errors.setdefault(node, err)
+        if self.plan.fail_fast:
+            self._fail_run(_as_orchestrator_error(node, err))
+            return []
         for dependant in self.plan.downstream(node):
             if dependant not in self._running and dependant != node:
                 self._blocked.add(dependant)
@@ -255,3 +259,13 @@ class Scheduler:
                 )
             self.state[key] = value
             self._writes[key] = (self._seq, node)
+
+
+def _as_orchestrator_error(node: str, err: BaseException) -> OrchestratorError:
+    if isinstance(err, OrchestratorError):
+        return err
+    made = OrchestratorError(
+        "graph", f"node {node!r} failed: {err}", ErrorCode.EXECUTION_FAILED, node=node
+    )
+    made.__cause__ = err
+    return made
