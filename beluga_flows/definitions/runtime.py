@@ -145,7 +145,9 @@ class Execution(StepKinds):
         ok, err = await self.run_step(cs, step_id, {})
         if ok or err is None:
             return
-        self.errors.append({"step_id": step_id, "code": error_code(err).value, "message": str(err)})
+        self.errors.append(
+            {"step_id": step_id, "code": error_code(err).value, "message": message(err)}
+        )
         if not cs.definition.continue_on_failure:
             self.failure = OrchestratorError(
                 "definition",

@@ -10,7 +10,9 @@ on those (:mod:`.runtime`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import weakref
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ from beluga_flows.core.decorators import Step
 from beluga_flows.definitions.compile import CompiledStep, DefinitionPlan
 from beluga_flows.definitions.expressions import Expression, ExpressionError, identifiers
 from beluga_flows.definitions.records import ATTEMPTS, StepRecord
+from beluga_flows.durable.live import CURRENT as DURABLE_RUN
 from beluga_flows.durable.live import StepStatus
 from beluga_flows.engine import Engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -128,6 +131,8 @@ class RunBase:
     ) -> Any:
         """One call of a bound step through the engine (a task run named ``label``),
         its attempts counted on ``record``."""
+        if label != step.name and DURABLE_RUN.get() is not None:
+            step = _labelled(step, label)  # a durable step is keyed by its name
         tokens = ATTEMPTS.set(record), middleware.RUN_LABEL.set(label)
         try:
             return await self.engine.run_step(step, args, kwargs)
@@ -220,3 +225,17 @@ class RunBase:
 def message(err: BaseException) -> str:
     """What an error says, without the ``orchestrator <op> [<code>]:`` prefix."""
     return err.message if isinstance(err, OrchestratorError) else str(err) or type(err).__name__
+
+
+_LABELLED: weakref.WeakKeyDictionary[Step, dict[str, Step]] = weakref.WeakKeyDictionary()
+
+
+def _labelled(step: Step, label: str) -> Step:
+    """``step`` named ``label`` (``loop-3``, ``check[2]``): in a durable run a step's
+    result is stored under a key made of its name, so each iteration and each
+    ``for_each`` child keeps its own, whatever order parallel children finish in."""
+    known = _LABELLED.setdefault(step, {})
+    found = known.get(label)
+    if found is None:
+        found = known[label] = Step(step.fn, dataclasses.replace(step.spec, name=label))
+    return found

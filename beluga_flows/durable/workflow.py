@@ -177,6 +177,7 @@ class Workflow(WorkflowClient):
                 deployment_id=deployment,
                 labels={} if deployment is not None else runs.owner_labels(),
                 identity=resumed,
+                tags=self.flow.spec.tags,
             )
             if previous is not None:
                 try:

@@ -16,7 +16,8 @@ Rules:
   that overlapped in time writing the same key without one → ``INVALID_STATE``.
 * a failed node blocks what depends on it (``dependency_failed``); independent
   work goes on — unless the plan is ``fail_fast`` (a workflow definition): then the
-  run stops (the driver cancels what runs, nothing new starts). With finish points, the run stops starting nodes once each has run.
+  run stops (the driver cancels what runs, nothing new starts). With finish points,
+  the run stops starting nodes once each has run.
 
 Every event costs O(degree + update size): a run is linear in its size.
 

@@ -45,6 +45,7 @@ from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, Sleep, input_hash
+from beluga_flows.engine.prefect import history
 from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.retry import RetryPolicy
@@ -362,6 +363,10 @@ class PrefectEngine(Engine):
 
     def limits(self, spec: StepSpec) -> AbstractAsyncContextManager[None]:
         return hold(spec)  # Prefect's global concurrency and rate limits
+
+    # What a workflow definition's monitor asks of the engine (engine/prefect/history.py).
+    recent_durations = staticmethod(history.recent_durations)
+    emit_event = staticmethod(history.emit)
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()

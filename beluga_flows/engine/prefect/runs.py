@@ -104,7 +104,12 @@ async def runs_of(client: PrefectClient, workflow_id: str) -> list[FlowRun]:
         sort=FlowRunSort.START_TIME_DESC,
         limit=200,
     )
-    return sorted(runs, key=lambda r: r.created or 0, reverse=True)
+    # Tags find them; the label says whose they are (a run may carry another
+    # workflow's tag too: a definition's runs are tagged with the definition's id).
+    mine = [
+        r for r in runs if (r.labels or {}).get("beluga.workflow_id", workflow_id) == workflow_id
+    ]
+    return sorted(mine, key=lambda r: r.created or 0, reverse=True)
 
 
 async def find_run(client: PrefectClient, op: str, workflow_id: str, run_id: str | None) -> FlowRun:
@@ -193,6 +198,7 @@ async def create_run(
     deployment_id: uuid.UUID | None,
     labels: dict[str, Any],
     identity: dict[str, Any] | None = None,
+    tags: tuple[str, ...] = (),
 ) -> FlowRun:
     """A Pending flow run for the workflow (from its deployment when served).
 
@@ -206,7 +212,7 @@ async def create_run(
         "beluga.execution": execution,
         **labels,
     }
-    tags = workflow_tags(workflow_id)
+    tags = [*workflow_tags(workflow_id), *(t for t in tags if t not in workflow_tags(workflow_id))]
     # The run reads its identity from its context: a runner may pick a deployment's
     # run up before the labels below are written.
     context = {"beluga": {"workflow_id": workflow_id, "execution": execution, **(identity or {})}}
