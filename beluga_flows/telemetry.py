@@ -123,9 +123,11 @@ def error_attrs(err: BaseException) -> dict[str, str]:
 
 
 def fail(sp: Span, err: BaseException) -> None:
-    """Mark ``sp`` failed by ``err``."""
+    """Mark ``sp`` failed by ``err`` (status Error, ``error.code`` when it has one)."""
     sp.record_exception(err)
     sp.set_status(Status(StatusCode.ERROR, str(err)))
+    if isinstance(err, Exception):
+        sp.set_attribute("error.code", error_attrs(err)["error.code"])
 
 
 @contextlib.asynccontextmanager

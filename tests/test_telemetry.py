@@ -332,3 +332,71 @@ def test_router_and_scatter_gather_members_are_step_calls(spans: InMemorySpanExp
     assert step_points("calls", f"shout_{tag}") == [
         ({"step.name": f"shout_{tag}", "status": "ok"}, 2)
     ]
+
+
+def _definition_points(metric: str, workflow: str) -> list[Any]:
+    data = _READER.get_metrics_data()
+    found = []
+    for rm in data.resource_metrics if data else []:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == metric:
+                    found += [
+                        p
+                        for p in m.data.data_points
+                        if p.attributes.get("definition.name") == workflow
+                        or p.attributes.get("workflow.name") == workflow
+                    ]
+    return found
+
+
+def test_a_definition_run_has_its_spans_metrics_and_sla_breaches(
+    spans: InMemorySpanExporter,
+) -> None:
+    wid = f"otel-def-{uuid.uuid4().hex[:6]}"
+
+    async def slow(n: int) -> int:
+        await asyncio.sleep(0.05)
+        return n + 1
+
+    def broken(data: dict[str, Any]) -> None:
+        raise ValueError("secret-output-data")
+
+    definition = bf.WorkflowDefinition.from_dict(
+        {
+            "workflow_id": wid,
+            "steps": [
+                {"step_id": "one", "action": "slow", "input_mapping": {"n": "n"}},
+                {"step_id": "two", "action": "broken", "dependencies": ["one"]},
+            ],
+            "sla_targets": {"steps": {"one": 0.01}},
+        }
+    )
+    engine = bf.WorkflowEngine({"slow": slow, "broken": broken}, provider="local")
+    result = engine.execute(definition, {"n": 41})
+    assert result.status == "failed"
+
+    finished = [s for s in spans.get_finished_spans() if s.name.startswith("definition.")]
+    assert [s.name for s in finished] == [
+        "definition.step",
+        "definition.step",
+        "definition.execute",
+    ]
+    root = finished[-1]
+    assert all(
+        s.parent is not None and s.parent.span_id == root.context.span_id for s in finished[:2]
+    )
+    assert root.attributes["definition.name"] == wid
+    assert root.status.status_code is StatusCode.ERROR
+    assert root.attributes["error.code"] == "execution_failed"
+    assert [s.attributes["node.name"] for s in finished[:2]] == ["one", "two"]
+    assert finished[1].status.status_code is StatusCode.ERROR
+    for s in spans.get_finished_spans():  # no input or output data in any attribute
+        assert "secret-output-data" not in str(dict(s.attributes or {}))
+
+    assert sum(p.value for p in _definition_points(f"{PREFIX}.definition.executions", wid)) == 1
+    assert sum(p.value for p in _definition_points(f"{PREFIX}.definition.errors", wid)) == 1
+    (duration,) = _definition_points(f"{PREFIX}.definition.duration", wid)
+    assert duration.count == 1
+    (breach,) = _definition_points(f"{PREFIX}.sla.breaches", wid)
+    assert breach.value == 1 and breach.attributes["sla.target"] == "one"

@@ -143,7 +143,7 @@ class WorkflowEngine:
                 "definition", d.workflow_id, attrs=attrs, span_name="definition.execute"
             ):
                 result: ExecutionResult = await engine.in_flow(
-                    d.name or d.workflow_id,
+                    d.workflow_id,  # the flow's name: the same for execute and start
                     lambda _: self._body(engine, plan, run),
                     data,
                     description=d.description,

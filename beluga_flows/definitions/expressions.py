@@ -77,6 +77,8 @@ class Expression:
         """The expression's value with ``scope``'s entries bound as variables (only
         those it names are converted); ``ExpressionError`` when it fails."""
         bound = {name: scope[name] for name in self.names if name in scope}
+        for name, value in bound.items():
+            _check_ints(name, value)
         try:
             return self.program.execute(bound)
         except Exception as err:  # the Rust core raises ValueError/RuntimeError/OverflowError…
@@ -105,6 +107,26 @@ def identifiers(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _bindable(key: Any) -> bool:
     return isinstance(key, str) and key not in _RESERVED and bool(_IDENT.match(key))
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _check_ints(name: str, value: Any) -> None:
+    """CEL's integers are 64-bit: a larger one would arrive rounded to a float (or as
+    an unsigned int that no signed arithmetic accepts), so it fails clearly instead."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ExpressionError(
+                    f"{name!r} holds {item}, outside CEL's 64-bit integers (pass it as a string)"
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
 
 
 def _preview(source: str) -> str:

@@ -70,7 +70,7 @@ class StepKinds(RunBase):
                     "definition",
                     f"step {rid!r}: for_each {cs.for_each.source!r} gave "
                     f"{type(items).__name__}, not a list",
-                    ErrorCode.INVALID_STATE,
+                    ErrorCode.INVALID_INPUT,
                     step=rid,
                 )
             child = self.plan.steps[cs.children[0]]
@@ -128,7 +128,7 @@ class _Fanout:
         threshold = cs.definition.parallel_failure_threshold
         self.need = math.ceil(threshold * self.total - 1e-9)
         self.ok: list[str] = []
-        self.failures: list[dict[str, str]] = []
+        self.failures: list[dict[str, Any]] = []
         self.results: dict[str, Any] = {}
 
     async def run(self) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from beluga_flows.durable.live import StepStatus
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
@@ -62,7 +64,7 @@ class ExecutionResult:
     result: dict[str, Any]
     steps: dict[str, StepStatus]
     step_records: dict[str, StepRecord]
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
     rollback_performed: bool = False
     rolled_back: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -75,23 +77,29 @@ class ExecutionResult:
         return self.status == "completed"
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything, JSON-able (values in ``result`` as the actions returned them)."""
-        return {
-            "execution_id": self.execution_id,
-            "workflow_id": self.workflow_id,
-            "version": self.version,
-            "definition_hash": self.definition_hash,
-            "status": self.status,
-            "result": self.result,
-            "steps": {k: str(v) for k, v in self.steps.items()},
-            "step_records": {k: r.to_dict() for k, r in self.step_records.items()},
-            "errors": list(self.errors),
-            "rollback_performed": self.rollback_performed,
-            "rolled_back": list(self.rolled_back),
-            "duration_s": self.duration_s,
-            "sla": self.sla,
-            "alerts": self.alerts,
-        }
+        """Everything, JSON-able: values in ``result`` that JSON has no type for
+        (dates, decimals, bytes, sets, dataclasses, models) in their JSON form, any
+        other object as its ``repr``."""
+        made: dict[str, Any] = to_jsonable_python(
+            {
+                "execution_id": self.execution_id,
+                "workflow_id": self.workflow_id,
+                "version": self.version,
+                "definition_hash": self.definition_hash,
+                "status": self.status,
+                "result": self.result,
+                "steps": {k: str(v) for k, v in self.steps.items()},
+                "step_records": {k: r.to_dict() for k, r in self.step_records.items()},
+                "errors": list(self.errors),
+                "rollback_performed": self.rollback_performed,
+                "rolled_back": list(self.rolled_back),
+                "duration_s": self.duration_s,
+                "sla": self.sla,
+                "alerts": self.alerts,
+            },
+            fallback=repr,
+        )
+        return made
 
 
 # The record of the step whose action is being called (set by the runtime per call).

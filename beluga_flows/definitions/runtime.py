@@ -101,11 +101,19 @@ class Execution(StepKinds):
 
     async def _end(self, status: str, err: OrchestratorError | None) -> None:
         self.status = status
-        if err is not None:
-            self.errors.append({"step_id": "", "code": err.code.value, "message": err.message})
-        for record in self.records.values():
-            if record.status in (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.RETRYING):
-                self._close(record, StepStatus.CANCELLED)
+        live = (StepStatus.RUNNING, StepStatus.WAITING, StepStatus.RETRYING)
+        running = [sid for sid, r in self.records.items() if r.status in live]
+        if err is not None:  # the run's own deadline (or a fault of no step)
+            d = self.plan.definition
+            text = (
+                f"workflow {d.workflow_id!r} timed out after {d.timeout:g}s "
+                f"(running: {', '.join(running) or 'nothing'})"
+                if status == "timeout"
+                else err.message
+            )
+            self.errors.append({"step_id": None, "code": err.code.value, "message": text})
+        for sid in running:
+            self._close(self.records[sid], StepStatus.CANCELLED)
         await self.rollback()
 
     def cancel(self) -> None:

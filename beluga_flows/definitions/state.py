@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import weakref
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -89,7 +89,7 @@ class RunBase:
         self.branches: dict[str, dict[str, Any]] = {}
         self.completed: list[tuple[str, CompiledStep]] = []  # completion order
         self.outputs: dict[str, Any] = {}
-        self.errors: list[dict[str, str]] = []
+        self.errors: list[dict[str, Any]] = []
         self.rolled_back: list[str] = []
         self.presets = dict(approvals or {})
         self.signals: dict[str, list[Any]] = {}
@@ -196,7 +196,7 @@ class RunBase:
             raise OrchestratorError(
                 "definition",
                 f"step {cs.id!r} {where}: {err}",
-                ErrorCode.INVALID_STATE,
+                ErrorCode.INVALID_INPUT,
                 step=cs.id,
             ) from None
 
@@ -206,7 +206,7 @@ class RunBase:
             raise OrchestratorError(
                 "definition",
                 f"step {cs.id!r} {where}: {expr.source!r} gave {value!r}, not true or false",
-                ErrorCode.INVALID_STATE,
+                ErrorCode.INVALID_INPUT,
                 step=cs.id,
             )
         return value

@@ -113,8 +113,7 @@ class DeploymentFile(pydantic.BaseModel):
         entrypoint = info.data.get("entrypoint")
         if value and entrypoint is not None and not is_definition(entrypoint):
             raise ValueError(
-                "only a workflow definition entrypoint (FILE.yaml) takes actions, "
-                f"not {entrypoint}"
+                f"only a workflow definition entrypoint (FILE.yaml) takes actions, not {entrypoint}"
             )
         if bad := [a for a in value if not a.endswith(".py")]:
             raise ValueError(f"actions are Python files (FILE.py), got {bad[0]!r}")

@@ -212,7 +212,8 @@ async def create_run(
         "beluga.execution": execution,
         **labels,
     }
-    tags = [*workflow_tags(workflow_id), *(t for t in tags if t not in workflow_tags(workflow_id))]
+    own = workflow_tags(workflow_id)
+    all_tags = [*own, *(t for t in tags if t not in own)]
     # The run reads its identity from its context: a runner may pick a deployment's
     # run up before the labels below are written.
     context = {"beluga": {"workflow_id": workflow_id, "execution": execution, **(identity or {})}}
@@ -224,7 +225,7 @@ async def create_run(
             deployment_id,
             parameters=parameters,
             name=workflow_id,
-            tags=tags,
+            tags=all_tags,
             context=context,
             labels=all_labels,
             idempotency_key=once,
@@ -236,7 +237,7 @@ async def create_run(
             name=workflow_id,
             parameters=parameters,
             context=context,
-            tags=tags,
+            tags=all_tags,
             labels=all_labels,
             state=to_state_create(Pending()),
             idempotency_key=once,
