@@ -4,7 +4,8 @@ It starts the local Prefect server (SQLite, under ``$BELUGA_FLOWS_HOME``), serve
 example deployments of ``deployments/`` in a background process (a one-minute
 interval and an hourly cron), runs every example once (a chain, a graph, the
 resilience example, the order workflow and the enterprise orchestrator, both
-approved through a signal) and prints
+approved through a signal, and the onboarding definition: one durable run approved
+through a signal, one that fails at provisioning and rolls back) and prints
 where to see each run. The server and the schedules keep running afterwards;
 ``beluga-flows server --stop`` stops both. Ctrl-C stops the demo cleanly.
 """
@@ -31,8 +32,9 @@ DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/resilient_fetch.py:resilient_fetch", {}),
     ("flows/research_assistant.py:research", {}),
 )
-# The demo also runs flows/order_workflow.py:orders (see _demo_order) and
-# flows/enterprise_orchestrator.py:enterprise (see _demo_enterprise).
+# The demo also runs flows/order_workflow.py:orders (see _demo_order),
+# flows/enterprise_orchestrator.py:enterprise (see _demo_enterprise) and the
+# workflows/onboarding.yaml definition (see _demo_definition).
 
 
 def _latest_run_url(ui_url: str, flow_name: str) -> str:
@@ -91,6 +93,10 @@ def demo(args: argparse.Namespace) -> int:
     order = _demo_order(args.out)
     lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
     lines.append(f"  {'enterprise':<18} {state['ui_url']}/runs/flow-run/{_demo_enterprise()}")
+    approved = _demo_definition(args.out)
+    lines.append(f"  {'onboarding':<18} {state['ui_url']}/runs/flow-run/{approved}")
+    rolled_back = _latest_run_url(state["ui_url"], "customer-onboarding")
+    lines.append(f"  {'onboarding (fail)':<18} {rolled_back}")
     _wait_until_served(serving)  # the deployments link below must show them
     print("\nSee the runs in the Prefect UI:")
     print("\n".join(lines))
@@ -172,3 +178,35 @@ def _demo_enterprise() -> str:
         enterprise.signal(wid, run_id, "approval", approval)
     print(json.dumps(enterprise.get_result(wid, run_id, timeout=180), indent=2))
     return str(run_id)
+
+
+def _demo_definition(out: str) -> str:
+    """The onboarding definition twice: a durable run of a business customer above the
+    approval threshold, approved by signal when its form opens, and a run whose card
+    issue fails, so its provisioning rolls back. Returns the durable run's id."""
+    import beluga_flows as bf
+    from beluga_flows.tools.deploy import import_actions
+
+    import_actions(["workflows/onboarding_actions.py"])
+    definition = bf.WorkflowDefinition.from_yaml("workflows/onboarding.yaml")
+    engine = bf.WorkflowEngine(provider="prefect")
+    wid = f"onboarding-demo-{int(time.time())}"
+    print("\n== workflows/onboarding.yaml (a declarative workflow, durable: engine.start)")
+    handle = engine.start(
+        definition, {"customer_id": "c-1002", "out_dir": f"{out}/onboarding"}, workflow_id=wid
+    )
+    client = bf.WorkflowClient()
+    deadline = time.monotonic() + 120
+    while client.query(wid, handle.run_id, "status") != "paused":
+        if time.monotonic() > deadline:
+            raise OrchestratorError("demo", "no approval was asked", ErrorCode.TIMEOUT)
+        time.sleep(0.2)
+    print("its credit_approval step asks for approval; approving it with a signal")
+    client.signal(wid, handle.run_id, "approval", {"approved": True, "reviewer": "demo"})
+    approved = engine.result(definition, wid, timeout=120)
+    steps = {k: str(v) for k, v in approved.steps.items()}
+    print(f"status {approved.status}; steps: {json.dumps(steps)}")
+    print("\n== workflows/onboarding.yaml again, for a customer whose card cannot be issued")
+    failed = engine.execute(definition, {"customer_id": "c-1005", "out_dir": f"{out}/onboarding"})
+    print(f"status {failed.status}; rolled back, newest first: {', '.join(failed.rolled_back)}")
+    return handle.run_id
