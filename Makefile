@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/beluga-flows demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check beluga_flows tests flows bench
-	$(BIN)/ruff format --check beluga_flows tests flows bench
+	$(BIN)/ruff check beluga_flows tests flows bench workflows
+	$(BIN)/ruff format --check beluga_flows tests flows bench workflows
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
