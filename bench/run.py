@@ -5,6 +5,8 @@ Usage::
     python bench/run.py               # normal mode (~10-12 min on 2 cores), writes RESULTS.md
     python bench/run.py --quick       # fewer repetitions (< 3 min)
     python bench/run.py --only graph  # only the graph workloads (or: --only chain)
+    python bench/run.py --only definitions  # only bench/definitions.py (~1 min); replaces
+                                            # its own section of RESULTS.md, keeps the rest
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
 quiet machine; then one real Prefect server is started and the Prefect runners
@@ -31,7 +33,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from report import TITLES, Row, scale_table, table, targets, targets_markdown
+from report import (
+    NONE,
+    TIMES,
+    TITLES,
+    Row,
+    Target,
+    fmt_time,
+    scale_table,
+    table,
+    targets,
+    targets_markdown,
+)
 
 from beluga_flows.tools.server import LocalServer
 
@@ -47,7 +60,7 @@ GRAPH_WORKLOADS = (
     "graph10k-inline",
 )
 WORKLOADS = CHAIN_WORKLOADS + GRAPH_WORKLOADS
-GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS, "workflow": ()}
+GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS, "workflow": (), "definitions": ()}
 SCALE_WORKLOADS = ("graph1k-inline", "graph10k-inline")  # one table for both
 LONG_WORKLOADS = ("chain50-io", "fanout100-max10")  # runs of >= 0.5 s: fewer samples
 FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
@@ -365,7 +378,7 @@ def markdown(bench: Bench) -> str:
         f"* whole bench: {m.get('wall_s', 0):.0f} s",
         busy_note(bench) + "\n",
         "## Targets\n",
-        targets_markdown(targets(bench.results)) + "\n",
+        targets_markdown(targets(bench.results) + definitions_targets(bench)) + "\n",
     ]
     for workload in WORKLOADS:
         if workload in bench.results and workload not in SCALE_WORKLOADS:
@@ -381,6 +394,7 @@ def markdown(bench: Bench) -> str:
     parts += breaker_markdown(bench)
     parts += workflow_markdown(bench)
     parts += workflow_load_markdown(bench)
+    parts += definitions_markdown(bench)
     parts.append(NOTES)
     return "\n".join(parts)
 
@@ -480,6 +494,150 @@ def workflow_load_markdown(bench: Bench) -> list[str]:
     ]
 
 
+DEFINITIONS_BEGIN = "<!-- definitions: written by bench/run.py, from bench/definitions.py -->"
+DEFINITIONS_END = "<!-- definitions: end -->"
+
+
+def definitions_targets(bench: Bench) -> list[Target]:
+    """The declarative engine's targets, as bench/definitions.py judged them."""
+    found = bench.meta.get("definitions")
+    if not found:
+        return []
+    return [Target(t["target"], t["measured"], t["met"]) for t in found["targets"]]
+
+
+def definitions_markdown(bench: Bench) -> list[str]:
+    """The declarative-definitions section (bench/definitions.py), between markers so
+    that ``--only definitions`` can replace it alone (see :func:`splice_definitions`)."""
+    r = bench.meta.get("definitions")
+    if not r:
+        return []
+    m, o, v = r["makespan"], r["overhead"], r["validation"]
+    ideal = m["ideal_s"]
+    makespan = [
+        f"| runner | makespan | {TIMES} ideal | range | first run | samples |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("definition", "graph", "wave"):
+        t = m["runners"][name]["total"]
+        makespan.append(
+            f"| {DEFINITION_RUNNERS[name]} | {fmt_time(t['median'])} | "
+            f"{t['median'] / ideal:.3g}{TIMES} | {fmt_time(t['min'])}{NONE}{fmt_time(t['max'])} | "
+            f"{fmt_time(m['runners'][name]['first_run'])} | {len(t['samples'])} |"
+        )
+    g = o["runners"]["graph"]
+    steps = [
+        f"| runner | per step (inside the run) | {TIMES} bf.Graph | range | whole run / step | "
+        f"{TIMES} bf.Graph | whole run | client CPU / run | first run | samples |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("definition", "graph"):
+        row = o["runners"][name]
+        inner, per_run = row["per_step"], row["per_step_run"]
+        steps.append(
+            f"| {DEFINITION_RUNNERS[name]} | {fmt_time(inner['median'])} | "
+            f"{inner['median'] / g['per_step']['median']:.3g}{TIMES} | "
+            f"{fmt_time(inner['min'])}{NONE}{fmt_time(inner['max'])} | "
+            f"{fmt_time(per_run['median'])} | "
+            f"{per_run['median'] / g['per_step_run']['median']:.3g}{TIMES} | "
+            f"{fmt_time(row['total']['median'])} | {fmt_time(row['cpu']['median'])} | "
+            f"{fmt_time(row['first_run'])} | {len(inner['samples'])} {TIMES} {row['batch']} |"
+        )
+    checks = ["| measured | median | range |", "|---|---|---|"]
+    for key, what in (
+        ("validate_s", "`engine.validate(dict)`: parse + every check"),
+        ("parse_s", "`WorkflowDefinition.from_dict` alone"),
+        ("checks_s", "`engine.validate(parsed)`: the checks alone"),
+    ):
+        x = v[key]
+        checks.append(
+            f"| {what} | {fmt_time(x['median'])} | {fmt_time(x['min'])}{NONE}{fmt_time(x['max'])} |"
+        )
+    scale = [
+        "| steps | per step (whole run) | range | per step (inside the run) | whole run | "
+        "first run (compiles) | samples |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n, row in r["scaling"]["sizes"].items():
+        per_run = row["per_step_run"]
+        scale.append(
+            f"| {int(n):,} | {fmt_time(per_run['median'])} | "
+            f"{fmt_time(per_run['min'])}{NONE}{fmt_time(per_run['max'])} | "
+            f"{fmt_time(row['per_step']['median'])} | "
+            f"{fmt_time(per_run['median'] * int(n))} | {fmt_time(row['first_run'])} | "
+            f"{len(per_run['samples'])} |"
+        )
+    busy = r["busy_before"]
+    return [
+        DEFINITIONS_BEGIN,
+        "## definitions: declarative workflows on the local provider\n",
+        f"`bench/definitions.py` on {bench.meta.get('date', '?')} ({r['mode']} mode, "
+        f"{r['wall_s']:.0f} s): one process, no "
+        "Prefect server, the runners of a workload interleaved sample by sample; "
+        f"machine {busy:.0%} busy at start"
+        + (" (**busy: numbers less reliable**)" if busy > QUIET_BUSY else "")
+        + f", load average {r['load_before']} / {r['load_after']}. "
+        "Definitions are parsed and compiled before timing; workloads and runners: "
+        "[README.md](README.md#declarative-definitions).\n",
+        targets_markdown(definitions_targets(bench)) + "\n",
+        f"### makespan: 5 {TIMES} 20 layered, uneven sleeps ({fmt_time(ideal)} critical path)\n",
+        f"Step j of layer k+1 waits for steps j and (j+1) % 20 of layer k; each step sleeps "
+        f"5-40 ms (fixed seed; {fmt_time(m['sum_s'])} in all). Ideal = the critical path, "
+        f"{fmt_time(ideal)}; a barrier per wave cannot beat {fmt_time(m['wave_ideal_s'])} "
+        f"({m['wave_ideal_s'] / ideal:.3g}{TIMES} ideal: the sum of each layer's slowest step).\n",
+        "\n".join(makespan) + "\n",
+        f"### per step: the same 5 {TIMES} 20 shape, trivial async steps\n",
+        'Each definition step has `input_mapping: {x: "n + 1"}` (one CEL evaluation per '
+        "step is in the cost); each graph node takes the state and returns `None`. *Inside "
+        "the run*: first step body entered → last one left, / 100; *whole run / step*: "
+        "the run (record set-up, result, SLA check and report included) / 100.\n",
+        "\n".join(steps) + "\n",
+        f"### validation: a {v['steps']:,}-step definition ({v['expressions']:,} expressions)\n",
+        f"50 {TIMES} 20 layered; every step has an `input_mapping` expression and a `conditions` "
+        "guard, each a different CEL text.\n",
+        "\n".join(checks) + "\n",
+        "### scaling: the per-step workload at 1,000 and 10,000 steps\n",
+        f"50 {TIMES} 20 and 500 {TIMES} 20 layered, `max_parallel_steps: "
+        f"{r['scaling']['max_parallel_steps']}`; the first run compiles the definition "
+        "(validation included), the others reuse the engine's plan.\n",
+        "\n".join(scale) + "\n",
+        *compile_note(r["scaling"]["sizes"]),
+        DEFINITIONS_END + "\n",
+    ]
+
+
+def compile_note(sizes: dict[str, Any]) -> list[str]:
+    """A line comparing the first (compiling) run per step at both sizes."""
+    small, big = (sizes[n]["first_run"] / int(n) for n in ("1000", "10000"))
+    growth = big / small
+    verdict = "linear" if growth <= 2 else f"**not linear**: {growth:.3g}{TIMES} per step"
+    return [
+        f"First run (compile + run) per step: {fmt_time(small)} at 1,000 steps, "
+        f"{fmt_time(big)} at 10,000 ({verdict}).\n"
+    ]
+
+
+DEFINITION_RUNNERS = {
+    "definition": "definition (`WorkflowEngine`, local)",
+    "graph": "bf.Graph (local, untracked nodes)",
+    "wave": "wave runner (`bench/wave.py`)",
+}
+
+
+def splice_definitions(report: str, section: list[str]) -> str:
+    """``report`` with its definitions section replaced by ``section`` (or inserted
+    before "## How to read this"); every other line of the report is kept."""
+    block = "\n".join(section)
+    if DEFINITIONS_BEGIN in report and DEFINITIONS_END in report:
+        head, _, rest = report.partition(DEFINITIONS_BEGIN)
+        _, _, tail = rest.partition(DEFINITIONS_END + "\n")
+        return head + block + tail
+    head, mark, tail = report.partition("## How to read this")
+    if not mark:
+        return report.rstrip("\n") + "\n\n" + block
+    return head + block + "\n" + mark + tail
+
+
 def breaker_markdown(bench: Bench) -> list[str]:
     """The breaker section and its target (closed breaker <= 5 µs per inline call)."""
     text = bench.meta.get("breaker")
@@ -536,6 +694,11 @@ def main(argv: list[str] | None = None) -> None:
         workloads = set(args.workloads.split(","))
         if args.only:
             workloads &= set(GROUPS[args.only])
+        if not args.only or args.only == "definitions":
+            # local provider only: measured before the Prefect server exists
+            side_bench(bench, "definitions.py", "definitions")
+            text = bench.meta["definitions"]
+            bench.meta["definitions"] = json.loads(text.splitlines()[-1])
         measure_all(bench, set(args.runners.split(",")), workloads)
         if not args.only or args.only == "chain":
             side_bench(bench, "breaker_overhead.py", "breaker")
@@ -548,9 +711,15 @@ def main(argv: list[str] | None = None) -> None:
             bench.server.stop()
         if not args.keep:
             shutil.rmtree(bench.tmp, ignore_errors=True)
-    text = markdown(bench)
-    print("\n" + text)
-    args.out.write_text(text)
+    if args.only == "definitions" and args.out.exists():
+        # the other sections stay as the last full run wrote them
+        section = definitions_markdown(bench)
+        print("\n" + "\n".join(section))
+        args.out.write_text(splice_definitions(args.out.read_text(), section))
+    else:
+        text = markdown(bench)
+        print("\n" + text)
+        args.out.write_text(text)
     if args.json:
         args.json.write_text(json.dumps({"meta": bench.meta, "results": bench.results}, indent=1))
     print(f"wrote {args.out}")

@@ -78,9 +78,13 @@ ACTIONS = {
 }
 
 
-def order(workflow_id: str, *, approval: bool = False) -> bf.WorkflowDefinition:
+def order(workflow_id: str, *, approval: bool = False, undo: bool = True) -> bf.WorkflowDefinition:
     steps: list[dict[str, Any]] = [
-        {"step_id": "reserve", "action": "reserve", "rollback_actions": ["release"]},
+        {
+            "step_id": "reserve",
+            "action": "reserve",
+            "rollback_actions": ["release"] if undo else [],
+        },
         {
             "step_id": "poll",
             "type": "loop",
@@ -207,7 +211,7 @@ def test_cancelling_a_durable_run_rolls_back_its_completed_steps(ledger: str) ->
 def test_resume_continues_a_failed_run_without_running_completed_steps(ledger: str) -> None:
     wid = new_id()
     engine = bf.WorkflowEngine(ACTIONS, provider="prefect")
-    definition = order("orders-resume")
+    definition = order("orders-resume", undo=False)  # nothing to roll back: resumable
     Path(ledger + ".broken").touch()
     engine.start(definition, data(ledger), workflow_id=wid)
     assert engine.result(definition, wid, timeout=60).status == "failed"
@@ -221,6 +225,20 @@ def test_resume_continues_a_failed_run_without_running_completed_steps(ledger: s
     # Completed steps came from storage: reserve, the polls and the checks ran once.
     assert after.count("reserve") == 1 and after.count("poll 0") == after.count("check a") == 1
     assert after[-1] == "charge 40"
+
+
+def test_a_run_that_rolled_back_is_not_resumed(ledger: str) -> None:
+    wid = new_id()
+    engine = bf.WorkflowEngine(ACTIONS, provider="prefect")
+    definition = order("orders-rolled-back")
+    Path(ledger + ".broken").touch()
+    engine.start(definition, data(ledger), workflow_id=wid)
+    result = engine.result(definition, wid, timeout=60)
+    assert result.status == "failed" and result.rolled_back == ["reserve"]
+    with pytest.raises(OrchestratorError) as caught:
+        engine.resume(definition, wid)  # its reservation was released: nothing to continue
+    assert caught.value.code is ErrorCode.INVALID_STATE and "reserve" in caught.value.message
+    assert lines(ledger).count("release") == 1
 
 
 async def nap(seconds: float) -> float:

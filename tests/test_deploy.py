@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import beluga_flows as bf
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.tools import deploy
 from beluga_flows.tools.server import LocalServer
@@ -77,7 +78,9 @@ def test_bad_files_name_the_file_and_the_field(tmp_path: Path, text: str, field:
 
 def test_the_shipped_deployment_files_are_valid() -> None:
     loaded = deploy.load(["deployments"])
-    assert {item.spec.name for item in loaded} == {"every-minute", "hourly"}
+    assert {item.spec.name for item in loaded} == {"every-minute", "hourly", "nightly"}
+    nightly = next(item.spec for item in loaded if item.spec.name == "nightly")
+    assert nightly.entrypoint.endswith(".yaml") and nightly.actions
 
 
 def test_an_entrypoint_that_does_not_import_registers_nothing(
@@ -201,3 +204,192 @@ def test_graph_draw_prints_or_writes_mermaid(env: dict[str, str], tmp_path: Path
     assert piped.returncode == 141 and piped.stderr == "", piped.stderr  # as `yes | head`
     wrong = cli(env, "graph", "draw", "flows/sales_report.py:sales_report")
     assert wrong.returncode == 2 and "[invalid_input]" in wrong.stderr
+
+
+# ---------------------------------------------------------------- workflow definitions
+
+TICK_ACTIONS = """\
+import time
+from pathlib import Path
+
+import beluga_flows as bf
+
+
+@bf.action("tick_{uid}")
+def tick(path: str) -> float:
+    now = time.time()
+    with Path(path).open("a") as fh:
+        fh.write(f"{{now}}\\n")
+    return now
+"""
+
+TICK_DEFINITION = """\
+workflow_id: ticking-{uid}
+description: Append the time to a file
+steps:
+  - step_id: tick
+    action: tick_{uid}
+    input_mapping: {{path: path}}
+"""
+
+
+def _runs(flow_name: str) -> list[Any]:
+    """Every run of ``flow_name``, finished or not."""
+    from tests.prefect_api import _flow_runs
+
+    return asyncio.run(_flow_runs(flow_name))
+
+
+def definition_files(folder: Path) -> tuple[str, Path, Path]:
+    """A definition and its actions file, with names of their own (one registry a process)."""
+    uid = uuid.uuid4().hex[:8]
+    actions = write(folder, f"tick_actions_{uid}.py", TICK_ACTIONS.format(uid=uid))
+    definition = write(folder, "ticking.yaml", TICK_DEFINITION.format(uid=uid))
+    return uid, definition, actions
+
+
+def test_a_deployment_can_name_a_definition(tmp_path: Path) -> None:
+    uid, definition, actions = definition_files(tmp_path)
+    path = write(
+        tmp_path,
+        "d.yaml",
+        f"name: ticking\nentrypoint: {definition}\nactions: [{actions}]\n"
+        f"parameters: {{path: out.txt}}\nschedule: {{interval: 60}}\ntags: [team-a]\n",
+    )
+    (built,) = deploy.build(deploy.load([str(path)]), served=True)
+    assert built.name == "ticking" and built.flow_name == f"ticking-{uid}"
+    assert built.entrypoint == deploy.RUN_DEFINITION_ENTRYPOINT
+    assert built.parameters == {
+        "definition": str(definition.resolve()),
+        "actions": [str(actions.resolve())],
+        "input_data": {"path": "out.txt"},
+    }
+    assert {"team-a", "beluga:definition", f"workflow:ticking-{uid}", "version:1.0"} <= set(
+        built.tags
+    )
+    assert built.description == "Append the time to a file"
+
+
+@pytest.mark.parametrize(
+    ("lines", "stage", "field"),
+    [
+        ("entrypoint: x.py:f\nactions: [a.py]\n", "load", "actions"),
+        ("entrypoint: {definition}\nactions: [a.txt]\n", "load", "actions"),
+        ("entrypoint: {folder}/nowhere.yaml\n", "build", "entrypoint"),
+        ("entrypoint: {definition}\nactions: [{folder}/nowhere.py]\n", "build", "actions"),
+        ("entrypoint: {definition}\n", "build", "entrypoint"),  # its actions unknown
+        ("entrypoint: {folder}/broken.yaml\nactions: [{actions}]\n", "build", "entrypoint"),
+    ],
+)
+def test_bad_definition_deployments_name_the_file_and_the_field(
+    tmp_path: Path, lines: str, stage: str, field: str
+) -> None:
+    _, definition, actions = definition_files(tmp_path)
+    write(tmp_path, "broken.yaml", "workflow_id: x\nsteps: [{step_id: a, timeout: -1}]\n")
+    text = lines.format(definition=definition, actions=actions, folder=tmp_path)
+    path = write(tmp_path, "d.yaml", "name: bad\n" + text)
+    with pytest.raises(OrchestratorError) as info:
+        deploy.build(deploy.load([str(path)]), served=True)
+    assert info.value.code is ErrorCode.INVALID_CONFIG
+    assert f"{path}: {field}" in str(info.value), str(info.value)
+    if stage == "build":
+        deploy.load([str(path)])  # the file itself is well-formed
+
+
+def test_the_definition_flow_fails_when_the_execution_fails(
+    prefect_server: LocalServer, tmp_path: Path
+) -> None:
+    _, definition, actions = definition_files(tmp_path)
+    ticks = tmp_path / "ticks.txt"
+    body = deploy.run_definition.fn  # what a deployment's flow run executes
+    summary = asyncio.run(body(str(definition), [str(actions)], {"path": str(ticks)}))
+    assert summary["status"] == "completed" and ticks.exists()
+    with pytest.raises(OrchestratorError) as info:  # a folder is no file to append to
+        asyncio.run(body(str(definition), [str(actions)], {"path": str(tmp_path)}))
+    assert info.value.code is ErrorCode.EXECUTION_FAILED and "failed" in str(info.value)
+
+
+def test_serve_runs_a_scheduled_definition(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.prefect_api import flow_runs, task_runs
+
+    uid, definition, actions = definition_files(tmp_path)
+    # After the tick, the scheduled run asks for approval: it is durable, so the form
+    # is in the UI and WorkflowClient finds the run by its name.
+    with definition.open("a") as fh:
+        fh.write(
+            "  - step_id: sign_off\n    type: approval\n    dependencies: [tick]\n"
+            "  - step_id: tock\n    action: tick_" + uid + "\n"
+            "    input_mapping: {path: path}\n    dependencies: [sign_off]\n"
+        )
+    ticks = tmp_path / "ticks.txt"
+    path = write(
+        tmp_path,
+        "d.yaml",
+        f"name: ticking-{uid}\nentrypoint: {definition}\nactions: [{actions}]\n"
+        f"parameters: {{path: '{ticks}'}}\nschedule: {{interval: 2}}\ntags: [beluga:test]\n",
+    )
+    with (tmp_path / "serve.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "beluga_flows.cli", "serve", str(path)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        until(ticks.exists, timeout=90, what="a scheduled run of the definition")
+        client = bf.WorkflowClient()
+        paused = until(
+            lambda: [r for r in _runs(f"ticking-{uid}") if r.state.type.value == "PAUSED"],
+            timeout=60,
+            what="a scheduled run waiting for its approval",
+        )[0]
+        assert client.query(paused.name, None, "status") == "paused"
+        client.signal(paused.name, None, "approval", {"approved": True, "reviewer": "ops"})
+        summary = client.get_result(paused.name, None, timeout=60)  # run_definition's dict
+        assert summary["status"] == "completed"
+        assert summary["result"]["sign_off"]["reviewer"] == "ops"
+        done = str(paused.id)
+        completed = [r for r in flow_runs(f"ticking-{uid}", timeout=0) if str(r.id) == done]
+        assert {"beluga:definition", f"workflow:ticking-{uid}"} <= set(completed[0].tags)
+        steps = task_runs(completed[0].id, expect=3)
+        # the engine ran it: a task run per step
+        assert [t.name for t in steps] == ["tick", "sign_off", "tock"]
+    finally:
+        code = stop(proc)
+    log_text = (tmp_path / "serve.log").read_text()
+    assert code == 0, log_text[-3000:]
+
+
+def test_deploy_a_definition_to_a_process_pool(env: dict[str, str], tmp_path: Path) -> None:
+    uid, definition, actions = definition_files(tmp_path)
+    ticks = tmp_path / "ticks.txt"
+    pool = f"pool-{uid}"
+    path = write(
+        tmp_path,
+        "d.yaml",
+        f"name: on-demand\nentrypoint: {definition}\nactions: [{actions}]\n"
+        f"parameters: {{path: '{ticks}'}}\nwork_pool: {pool}\n",
+    )
+    done = cli(env, "deploy", str(path))
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def run() -> Any:
+            from prefect.deployments import run_deployment
+
+            return await run_deployment(f"ticking-{uid}/on-demand", timeout=150)
+
+        flow_run = asyncio.run(run())
+        assert flow_run.state.is_completed(), (tmp_path / "worker.log").read_text()[-3000:]
+        assert len(ticks.read_text().splitlines()) == 1
+    finally:
+        stop(worker)

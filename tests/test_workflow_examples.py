@@ -464,7 +464,7 @@ def test_nightly_deployment_runs_the_definition_with_its_parameters(
     monkeypatch.chdir(ROOT)  # deployment paths are relative to the project folder
     loaded = deploy.load(["deployments/nightly-data.yaml"])
     (built,) = deploy.build(loaded, served=True)  # imports the actions, validates the YAML
-    assert built.name == "nightly" and built.flow_name == "Nightly data load"
+    assert built.name == "nightly" and built.flow_name == "nightly-data"
     assert {"beluga:definition", "workflow:nightly-data"} <= set(built.tags)
     assert built.schedules[0].schedule.cron == "30 2 * * *"
     spec = loaded[0].spec

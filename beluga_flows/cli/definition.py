@@ -31,17 +31,17 @@ from typing import Any
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.tools.deploy import import_actions
 
-__all__ = ["problem_lines", "register"]
+__all__ = ["register"]
 
 
-def problem_lines(err: OrchestratorError) -> list[str]:
-    """``<path>: <message>`` lines, one per problem an error reports: its
-    ``.problems`` when it has them, else the lines of its message."""
+def _problem_lines(err: OrchestratorError) -> list[str]:
+    """``<path>: <message>``, one line per problem an error reports (its ``.problems``
+    when it has them, else itself): a message on several lines is joined into one."""
     problems = getattr(err, "problems", None) or [err]
     lines: list[str] = []
     for problem in problems:
         text = problem.message if isinstance(problem, OrchestratorError) else str(problem)
-        lines += [line.strip() for line in text.splitlines() if line.strip()]
+        lines.append(" ".join(part.strip() for part in text.splitlines() if part.strip()))
     return lines
 
 
@@ -62,9 +62,9 @@ def _problems(file: str) -> tuple[Any, list[str]]:
     try:
         definition = WorkflowDefinition.from_yaml(file)
     except OrchestratorError as err:  # unreadable, malformed YAML, the schema
-        return None, [_format(file, line) for line in problem_lines(err)]
+        return None, [_format(file, line) for line in _problem_lines(err)]
     found = WorkflowEngine().validate(definition)
-    return definition, [_format(file, line) for err in found for line in problem_lines(err)]
+    return definition, [_format(file, line) for err in found for line in _problem_lines(err)]
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -116,23 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if result.status == "completed" else 1
 
 
-def _not_called(*args: Any, **kwargs: Any) -> None:  # pragma: no cover - never run
-    raise AssertionError("a drawing calls no action")
-
-
 def _draw(args: argparse.Namespace) -> int:
-    from beluga_flows.definitions.engine import WorkflowEngine
     from beluga_flows.definitions.model import WorkflowDefinition
 
-    definition = WorkflowDefinition.from_yaml(args.file)
-    # The drawing needs the structure, not the actions: stand-ins for every name.
-    names = {
-        name
-        for step in definition.all_steps()
-        for name in [step.action, *step.error_handlers, *step.rollback_actions]
-        if name
-    }
-    text = WorkflowEngine(actions=dict.fromkeys(names, _not_called)).draw_mermaid(definition)
+    text = WorkflowDefinition.from_yaml(args.file).draw_mermaid()  # needs no actions
     if args.out:
         Path(args.out).write_text(text + "\n")
         print(f"wrote {args.out}")
@@ -144,7 +131,7 @@ def _draw(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     from beluga_flows.definitions.model import WorkflowDefinition
 
-    print(json.dumps(WorkflowDefinition.json_schema(), indent=2))
+    print(json.dumps(WorkflowDefinition.json_schema(), indent=2, sort_keys=True))
     return 0
 
 

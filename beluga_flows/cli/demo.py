@@ -184,18 +184,20 @@ def _demo_definition(out: str) -> str:
     """The onboarding definition twice: a durable run of a business customer above the
     approval threshold, approved by signal when its form opens, and a run whose card
     issue fails, so its provisioning rolls back. Returns the durable run's id."""
-    import beluga_flows as bf
+    from beluga_flows.definitions.engine import WorkflowEngine
+    from beluga_flows.definitions.model import WorkflowDefinition
+    from beluga_flows.durable.client import WorkflowClient
     from beluga_flows.tools.deploy import import_actions
 
     import_actions(["workflows/onboarding_actions.py"])
-    definition = bf.WorkflowDefinition.from_yaml("workflows/onboarding.yaml")
-    engine = bf.WorkflowEngine(provider="prefect")
+    definition = WorkflowDefinition.from_yaml("workflows/onboarding.yaml")
+    engine = WorkflowEngine(provider="prefect")
     wid = f"onboarding-demo-{int(time.time())}"
     print("\n== workflows/onboarding.yaml (a declarative workflow, durable: engine.start)")
     handle = engine.start(
         definition, {"customer_id": "c-1002", "out_dir": f"{out}/onboarding"}, workflow_id=wid
     )
-    client = bf.WorkflowClient()
+    client = WorkflowClient()
     deadline = time.monotonic() + 120
     while client.query(wid, handle.run_id, "status") != "paused":
         if time.monotonic() > deadline:

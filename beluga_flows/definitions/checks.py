@@ -11,6 +11,7 @@ here, once; :mod:`.compile` takes them from the checker.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -78,6 +79,11 @@ class Checker:
         self.top = {s.step_id for s in definition.steps}
         self.expressions: dict[tuple[str, str], Expression] = {}
 
+    @functools.cached_property
+    def known(self) -> str:
+        """The top-level step ids, for messages (sorted once, and only when needed)."""
+        return ", ".join(sorted(self.top))
+
     def run(self) -> list[OrchestratorError]:
         self._ids()
         for path, s, parent in self.where:
@@ -141,12 +147,11 @@ class Checker:
             )
 
     def _references(self, path: str, s: StepDefinition, parent: str | None) -> None:
-        known = ", ".join(sorted(self.top))
         for i, dep in enumerate(s.dependencies):
             if dep not in self.top:
                 self.add(
                     f"{path}.dependencies[{i}]",
-                    f"unknown step {dep!r} (top-level steps: {known})",
+                    f"unknown step {dep!r} (top-level steps: {self.known})",
                     ErrorCode.NOT_FOUND,
                 )
             elif dep == s.step_id:
@@ -162,7 +167,7 @@ class Checker:
                     key = "then" if isinstance(c, Branch) else "else"
                     self.add(
                         f"{path}.conditions[{i}].{key}[{j}]",
-                        f"branch target {t!r} names no top-level step (steps: {known})",
+                        f"branch target {t!r} names no top-level step (steps: {self.known})",
                         ErrorCode.NOT_FOUND,
                     )
                 elif parent is not None:

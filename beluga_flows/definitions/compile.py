@@ -87,36 +87,8 @@ class DefinitionPlan:
     graph: Plan
 
     def draw_mermaid(self) -> str:
-        """The definition as a mermaid flowchart (children in a subgraph)."""
-        shapes = {
-            "action": "[{}]",
-            "conditional": "{{{{{}}}}}",
-            "parallel": "[/{}/]",
-            "loop": "(({}))",
-            "approval": "[[{}]]",
-        }
-        lines = ["flowchart TD"]
-        for sid in self.top:
-            cs = self.steps[sid]
-            shape = shapes[cs.definition.type].format(f"{sid}: {cs.definition.type}")
-            lines.append(f"    {_node(sid)}{shape}")
-            if cs.children:
-                lines.append(f"    subgraph {_node(sid)}_children [{sid}]")
-                lines += [f"        {_node(c)}[{c}]" for c in cs.children]
-                lines.append("    end")
-                lines += [f"    {_node(sid)} -.-> {_node(c)}" for c in cs.children]
-        for sid in self.top:
-            cs = self.steps[sid]
-            for dep in cs.definition.dependencies:
-                lines.append(f"    {_node(dep)} --> {_node(sid)}")
-            for n, (expr, targets) in enumerate(cs.branches):
-                label = "else" if expr is None else f"{n}: {expr.source}".replace('"', "'")
-                lines += [f'    {_node(sid)} -- "{label}" --> {_node(t)}' for t in targets]
-        return "\n".join(lines)
-
-
-def _node(step_id: str) -> str:
-    return "s_" + "".join(c if c.isalnum() else "_" for c in step_id)
+        """The definition as a mermaid flowchart (``WorkflowDefinition.draw_mermaid``)."""
+        return self.definition.draw_mermaid()
 
 
 # ---------------------------------------------------------------- compilation

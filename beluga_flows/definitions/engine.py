@@ -111,8 +111,8 @@ class WorkflowEngine:
         return plan
 
     def draw_mermaid(self, definition: WorkflowDefinition | Mapping[str, Any]) -> str:
-        """The definition as a mermaid flowchart."""
-        return self.compile(definition).draw_mermaid()
+        """The definition as a mermaid flowchart (needs no actions)."""
+        return _definition(definition).draw_mermaid()
 
     # ---------------------------------------------------------------- running
 
@@ -172,11 +172,12 @@ class WorkflowEngine:
         that did not complete raises (its flow run shows Failed) carrying its result."""
         baseline = await self.monitor.baseline(engine, plan)
         result = await self.monitor.judge(engine, plan, await run.run(), baseline)
-        await engine.publish_markdown(
-            _artifact_key(plan.definition.workflow_id),
-            report_markdown(plan, result),
-            f"definition {plan.definition.workflow_id!r} execution {result.execution_id}",
-        )
+        if engine.run_id() is not None:  # a flow run to attach the report to
+            await engine.publish_markdown(
+                _artifact_key(plan.definition.workflow_id),
+                report_markdown(plan, result),
+                f"definition {plan.definition.workflow_id!r} execution {result.execution_id}",
+            )
         if result.status != "completed":
             failed = (
                 result.errors[0] if result.errors else {"code": "execution_failed", "message": ""}
@@ -308,8 +309,20 @@ class WorkflowEngine:
     async def aresume(
         self, definition: WorkflowDefinition | Mapping[str, Any], workflow_id: str
     ) -> WorkflowHandle:
-        """Continue a crashed, failed or cancelled durable run: completed steps are
-        not run again."""
+        """Continue a crashed or failed durable run: completed steps are not run
+        again. A run that rolled back cannot be continued (its completed steps were
+        undone): ``INVALID_STATE``; start a new run instead."""
+        try:
+            previous = await self.aresult(definition, workflow_id, timeout=0)
+        except OrchestratorError:
+            previous = None  # still live (crashed?), cancelled or lost: Workflow decides
+        if previous is not None and previous.rollback_performed:
+            raise OrchestratorError(
+                "resume",
+                f"workflow {workflow_id!r} rolled back {', '.join(previous.rolled_back)}; "
+                "its completed steps were undone: start a new run",
+                ErrorCode.INVALID_STATE,
+            )
         return await self.workflow(definition).aresume(workflow_id)
 
     def resume(

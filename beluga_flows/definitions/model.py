@@ -214,12 +214,51 @@ class WorkflowDefinition(_Model):
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def draw_mermaid(self) -> str:
+        """The definition as a mermaid flowchart: a shape per step type, children in a
+        subgraph, dependencies as arrows, branches labelled with their condition. It
+        needs no actions: the structure is enough."""
+        lines = ["flowchart TD"]
+        for s in self.steps:
+            label = _SHAPES[s.type].format(f"{s.step_id}: {s.type}")
+            lines.append(f"    {_node(s.step_id)}{label}")
+            if s.parallel_steps:
+                lines.append(f"    subgraph {_node(s.step_id)}_children [{s.step_id}]")
+                lines += [f"        {_node(c.step_id)}[{c.step_id}]" for c in s.parallel_steps]
+                lines.append("    end")
+                lines += [
+                    f"    {_node(s.step_id)} -.-> {_node(c.step_id)}" for c in s.parallel_steps
+                ]
+        for s in self.steps:
+            lines += [f"    {_node(dep)} --> {_node(s.step_id)}" for dep in s.dependencies]
+            for n, c in enumerate(s.conditions):
+                if isinstance(c, str):
+                    continue
+                text = f"{n}: {c.if_}" if isinstance(c, Branch) else "else"
+                text = text.replace('"', "'")
+                targets = c.then if isinstance(c, Branch) else c.else_
+                lines += [f'    {_node(s.step_id)} -- "{text}" --> {_node(t)}' for t in targets]
+        return "\n".join(lines)
+
     def all_steps(self) -> list[StepDefinition]:
         """Every step, children included, depth first in file order."""
         found: list[StepDefinition] = []
         for s in self.steps:
             found += s.walk()
         return found
+
+
+_SHAPES = {
+    "action": "[{}]",
+    "conditional": "{{{{{}}}}}",
+    "parallel": "[/{}/]",
+    "loop": "(({}))",
+    "approval": "[[{}]]",
+}
+
+
+def _node(step_id: str) -> str:
+    return "s_" + "".join(c if c.isalnum() else "_" for c in step_id)
 
 
 def path_of(loc: tuple[Any, ...]) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
+from beluga_flows.definitions.deadlines import deadlines
 from beluga_flows.durable.live import StepStatus
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
@@ -108,7 +109,8 @@ ATTEMPTS: contextvars.ContextVar[StepRecord] = contextvars.ContextVar("beluga_de
 
 def counted(fn: Callable[..., Any], name: str, timeout: float | None) -> Callable[..., Any]:
     """``fn`` counting each attempt on :data:`ATTEMPTS`; an async ``fn`` bounded by
-    ``timeout`` per attempt (``TIMEOUT``), cancelled cooperatively."""
+    ``timeout`` per attempt (``TIMEOUT``), cancelled cooperatively at its next
+    ``await`` (:mod:`.deadlines`: one loop timer for all attempts)."""
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -116,13 +118,19 @@ def counted(fn: Callable[..., Any], name: str, timeout: float | None) -> Callabl
             _count()
             if timeout is None:
                 return await fn(*args, **kwargs)
+            clock = deadlines()
+            entry = clock.add(timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    return await fn(*args, **kwargs)
-            except TimeoutError:
+                return await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                if not entry.fired or entry.task is None:
+                    raise  # somebody else's cancel
+                entry.task.uncancel()
                 raise OrchestratorError(
                     "step", f"{name!r} timed out after {timeout:g}s", ErrorCode.TIMEOUT, step=name
                 ) from None
+            finally:
+                clock.done(entry)
 
         return attempt_async
 

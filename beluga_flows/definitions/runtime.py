@@ -166,6 +166,8 @@ class Execution(StepKinds):
             raise self.failure
 
     def _skip_reason(self, cs: CompiledStep) -> str | None:
+        if not cs.dependencies:
+            return None
         deps = [self.records[d] for d in cs.dependencies]
         if any(r.status is StepStatus.FAILED and not r.recovered for r in deps):
             return "dependency_failed"
@@ -257,9 +259,14 @@ class Execution(StepKinds):
     async def rollback(self) -> None:
         """The ``rollback_actions`` of every completed step, in reverse completion
         order, each called once with ``data``; a failure is recorded, the rest run.
-        In a durable run they are plain task runs (the cancel being handled must not
-        stop them at their step boundary)."""
-        token = DURABLE_RUN.set(None)
+        In a durable run each is a durable step (``rollback-<id>``): a run resumed
+        after a crash mid-rollback does not undo a step twice. The cancel being
+        handled is set aside meanwhile, or the rollbacks' own step boundaries would
+        stop them."""
+        live = DURABLE_RUN.get()
+        pending = live is not None and live.cancel_requested
+        if live is not None and pending:
+            live.cancel_requested = False
         try:
             for rid, cs in reversed(self.completed):
                 for name, step in cs.rollbacks:
@@ -277,4 +284,5 @@ class Execution(StepKinds):
                         )
                 self.rolled_back.append(rid)
         finally:
-            DURABLE_RUN.reset(token)
+            if live is not None and pending:
+                live.cancel_requested = True

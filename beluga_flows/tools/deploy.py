@@ -21,8 +21,11 @@ Python files that register its actions; ``parameters`` are its input data::
     parameters: {customer_id: c-1}
 
 Its runs are runs of the flow named after its ``workflow_id``: the importable
-:data:`run_definition` flow, which loads the file and its actions in the process
-that runs it (a served runner or a worker) and executes it on Prefect.
+:data:`definition_workflow` (a durable :class:`~beluga_flows.Workflow` of the
+:data:`run_definition` flow), which loads the file and its actions in the process
+that runs it (a served runner or a worker) and executes it on Prefect. A scheduled
+run is durable: its approval steps show their form in the UI, and
+:class:`~beluga_flows.WorkflowClient` finds it by its run name.
 
 Everything is checked before anything is registered: a bad file raises
 ``INVALID_CONFIG`` naming the file and the field, an entrypoint that does not import
@@ -42,6 +45,7 @@ import pydantic
 import yaml
 
 from beluga_flows.core.decorators import flow
+from beluga_flows.durable.workflow import Workflow
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
 __all__ = [
@@ -53,12 +57,13 @@ __all__ = [
     "is_definition",
     "load",
     "prefect_flow_of",
+    "definition_workflow",
     "run_definition",
 ]
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
 # What a runner or worker imports for a definition's deployment: beluga_flows itself.
-RUN_DEFINITION_ENTRYPOINT = "beluga_flows.tools.deploy:run_definition.prefect_flow"
+RUN_DEFINITION_ENTRYPOINT = "beluga_flows.tools.deploy:definition_workflow.prefect_flow"
 
 
 class Schedule(pydantic.BaseModel):
@@ -254,7 +259,7 @@ def build(loaded: list[Loaded], *, served: bool = False, work_pool: str | None =
             built.append(
                 RunnerDeployment.from_entrypoint(
                     RUN_DEFINITION_ENTRYPOINT,
-                    flow_name=definition.name or definition.workflow_id,  # as execute names it
+                    flow_name=definition.workflow_id,  # as execute names its flow
                     parameters=parameters,
                     **{
                         **common,
@@ -330,3 +335,8 @@ async def run_definition(
         )
     summary: dict[str, Any] = result.to_dict()
     return summary
+
+
+# Deployed definitions run durably: a scheduled run shows its approval forms in the UI,
+# takes signals, cancels with rollback and resumes (its workflow id is its run name).
+definition_workflow = Workflow(run_definition)

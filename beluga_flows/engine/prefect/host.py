@@ -103,6 +103,8 @@ async def host_run(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]
     )
     async with get_client() as client:
         await client.update_flow_run_labels(fr.id, runs.owner_labels())
+        if "workflow_id" not in identity:  # a scheduled run: its name is its workflow id
+            await _adopt(client, fr, run)
     token = CURRENT.set(run)
     host.runs[run.run_id] = run
     attrs = {"workflow.id": run.workflow_id}
@@ -123,6 +125,15 @@ async def host_run(flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]
     if now.state is not None and now.state.type == StateType.CANCELLED:
         return Cancelled(message=now.state.message)
     return result
+
+
+async def _adopt(client: Any, fr: FlowRun, run: LiveRun) -> None:
+    """Make a run a deployment's schedule started (not ``execute``) findable like any
+    workflow run: tagged and labelled with its workflow id (its run name)."""
+    tags = [*fr.tags, *(t for t in runs.workflow_tags(run.workflow_id) if t not in fr.tags)]
+    await client.update_flow_run(fr.id, tags=tags)
+    labels = {"beluga.workflow_id": run.workflow_id, "beluga.execution": run.execution}
+    await client.update_flow_run_labels(fr.id, labels)
 
 
 async def _record_queries(run: LiveRun) -> None:
