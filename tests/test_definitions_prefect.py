@@ -16,9 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.events.worker import EventsWorker
 
 import beluga_flows as bf
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -208,6 +210,20 @@ def test_cancelling_a_durable_run_rolls_back_its_completed_steps(ledger: str) ->
     assert lines(ledger).count("release") == 1 and "charge 40" not in lines(ledger)
 
 
+def test_terminating_a_durable_run_stops_it_without_rollback(ledger: str) -> None:
+    wid = new_id()
+    engine = bf.WorkflowEngine(ACTIONS, provider="prefect")
+    definition = order("orders-terminate", approval=True)
+    engine.start(definition, data(ledger), workflow_id=wid)
+    client = bf.WorkflowClient()
+    wait_until(lambda: client.query(wid, None, "status") == "paused")
+    client.terminate(wid, None, reason="stuck")
+    with pytest.raises(OrchestratorError) as caught:
+        engine.result(definition, wid, timeout=60)
+    assert caught.value.code is ErrorCode.TASK_CANCELED
+    assert "release" not in lines(ledger) and "charge 40" not in lines(ledger)
+
+
 def test_resume_continues_a_failed_run_without_running_completed_steps(ledger: str) -> None:
     wid = new_id()
     engine = bf.WorkflowEngine(ACTIONS, provider="prefect")
@@ -246,7 +262,9 @@ async def nap(seconds: float) -> float:
     return seconds
 
 
-def test_an_anomaly_is_judged_against_the_baseline_read_from_the_prefect_api() -> None:
+def test_an_anomaly_is_judged_against_the_baseline_read_from_the_prefect_api(
+    prefect_server: Any,
+) -> None:
     wid = new_id()
     definition = bf.WorkflowDefinition.from_dict(
         {
@@ -265,3 +283,17 @@ def test_an_anomaly_is_judged_against_the_baseline_read_from_the_prefect_api() -
     assert kinds == {"sla_breach", "anomaly"} and seen == result.alerts
     assert result.sla["workflow"]["baseline_s"] is not None
     assert result.sla["workflow"]["met"] is False and result.status == "completed"
+    # Each alert is a Prefect event about the workflow too (the UI's event feed).
+    EventsWorker.drain_all(timeout=10)
+
+    def events() -> list[str]:
+        body = {"filter": {"event": {"prefix": ["beluga.workflow."]}}, "limit": 50}
+        found = httpx.post(f"{prefect_server.api_url}/events/filter", json=body, timeout=10)
+        return sorted(
+            e["event"]
+            for e in found.json()["events"]
+            if e["resource"]["prefect.resource.id"] == f"beluga.workflow.{wid}"
+        )
+
+    wait_until(lambda: len(events()) >= 2, what="the alert events")
+    assert events() == ["beluga.workflow.anomaly", "beluga.workflow.sla-breach"]

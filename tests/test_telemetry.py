@@ -38,16 +38,15 @@ def spans() -> Iterator[InMemorySpanExporter]:
     yield _EXPORTER
 
 
-def points(metric: str, chain: str) -> list[Any]:
+def points(metric: str, name: str, key: str = "chain.name") -> list[Any]:
+    """The points of ``metric`` whose attribute ``key`` is ``name``."""
     data = _READER.get_metrics_data()
     found = []
     for rm in data.resource_metrics if data else []:
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 if m.name == metric:
-                    found += [
-                        p for p in m.data.data_points if p.attributes.get("chain.name") == chain
-                    ]
+                    found += [p for p in m.data.data_points if p.attributes.get(key) == name]
     return found
 
 
@@ -334,22 +333,6 @@ def test_router_and_scatter_gather_members_are_step_calls(spans: InMemorySpanExp
     ]
 
 
-def _definition_points(metric: str, workflow: str) -> list[Any]:
-    data = _READER.get_metrics_data()
-    found = []
-    for rm in data.resource_metrics if data else []:
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if m.name == metric:
-                    found += [
-                        p
-                        for p in m.data.data_points
-                        if p.attributes.get("definition.name") == workflow
-                        or p.attributes.get("workflow.name") == workflow
-                    ]
-    return found
-
-
 def test_a_definition_run_has_its_spans_metrics_and_sla_breaches(
     spans: InMemorySpanExporter,
 ) -> None:
@@ -394,9 +377,12 @@ def test_a_definition_run_has_its_spans_metrics_and_sla_breaches(
     for s in spans.get_finished_spans():  # no input or output data in any attribute
         assert "secret-output-data" not in str(dict(s.attributes or {}))
 
-    assert sum(p.value for p in _definition_points(f"{PREFIX}.definition.executions", wid)) == 1
-    assert sum(p.value for p in _definition_points(f"{PREFIX}.definition.errors", wid)) == 1
-    (duration,) = _definition_points(f"{PREFIX}.definition.duration", wid)
+    def of(metric: str, key: str = "definition.name") -> list[Any]:
+        return points(f"{PREFIX}.{metric}", wid, key)
+
+    assert sum(p.value for p in of("definition.executions")) == 1
+    assert sum(p.value for p in of("definition.errors")) == 1
+    (duration,) = of("definition.duration")
     assert duration.count == 1
-    (breach,) = _definition_points(f"{PREFIX}.sla.breaches", wid)
+    (breach,) = of("sla.breaches", "workflow.name")
     assert breach.value == 1 and breach.attributes["sla.target"] == "one"

@@ -117,15 +117,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _draw(args: argparse.Namespace) -> int:
+    from beluga_flows.cli.deploy import print_or_write
     from beluga_flows.definitions.model import WorkflowDefinition
 
     text = WorkflowDefinition.from_yaml(args.file).draw_mermaid()  # needs no actions
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-        print(f"wrote {args.out}")
-    else:
-        print(text)
-    return 0
+    return print_or_write(text, args.out)
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -148,10 +148,14 @@ def _graph_draw(args: argparse.Namespace) -> int:
         raise OrchestratorError(
             "cli", f"{args.target} is not a bf.Graph (got {obj!r})", ErrorCode.INVALID_INPUT
         )
-    text = obj.draw_mermaid()
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-        print(f"wrote {args.out}")
+    return print_or_write(obj.draw_mermaid(), args.out)
+
+
+def print_or_write(text: str, out: str | None) -> int:
+    """Print ``text``, or write it to the file ``out`` (saying so); exit code 0."""
+    if out:
+        Path(out).write_text(text + "\n")
+        print(f"wrote {out}")
     else:
         print(text)
     return 0

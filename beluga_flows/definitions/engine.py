@@ -151,10 +151,7 @@ class WorkflowEngine:
                 )
                 return result
         except OrchestratorError as err:
-            finished = getattr(err, "execution_result", None)
-            if finished is None:
-                raise
-            return finished  # type: ignore[no-any-return]
+            return _finished(err)
         finally:
             self._live.pop(eid, None)
 
@@ -291,10 +288,7 @@ class WorkflowEngine:
             )
             return result
         except OrchestratorError as err:
-            finished = getattr(err, "execution_result", None)
-            if finished is None:
-                raise
-            return finished  # type: ignore[no-any-return]
+            return _finished(err)
 
     def result(
         self,
@@ -379,6 +373,15 @@ def _input(input_data: Any) -> dict[str, Any]:
 
 def _artifact_key(workflow_id: str) -> str:
     return "definition-" + (re.sub(r"[^a-z0-9]+", "-", workflow_id.lower()).strip("-") or "run")
+
+
+def _finished(err: OrchestratorError) -> ExecutionResult:
+    """The result a run that did not complete ended with (:func:`outcome_error`); any
+    other error is raised again."""
+    finished = getattr(err, "execution_result", None)
+    if not isinstance(finished, ExecutionResult):
+        raise err
+    return finished
 
 
 def _tags(d: WorkflowDefinition) -> tuple[str, ...]:

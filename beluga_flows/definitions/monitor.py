@@ -6,7 +6,9 @@ a warning log record, a ``<prefix>.sla.breaches`` point, a Prefect event
 ``beluga.workflow.sla-breach`` (on the Prefect engine) and a call of every
 ``on_alert`` callback. The baseline is the median duration of the last 20 completed
 executions of the same ``workflow_id``: read from the Prefect API on the Prefect
-engine, else remembered by the :class:`~beluga_flows.WorkflowEngine` itself.
+engine, else remembered by the :class:`~beluga_flows.WorkflowEngine` itself. A run is
+an anomaly when it takes more than twice the baseline *and* at least 0.1 s longer
+(runs of a few milliseconds double by scheduling jitter alone).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = ["BASELINE_RUNS", "Monitor", "report_markdown"]
 
 BASELINE_RUNS = 20
 ANOMALY_FACTOR = 2.0
+# Millisecond runs double by jitter alone: an anomaly is also at least this much slower.
+ANOMALY_MIN_EXCESS_S = 0.1
 _log = logging.getLogger("beluga_flows.definitions")
 Alert = dict[str, Any]
 
@@ -76,7 +80,11 @@ class Monitor:
         for sid, limit in (targets.steps if targets is not None else {}).items():
             record = result.step_records.get(sid)
             target(sid, limit, record.duration_s if record is not None else None, None)
-        if baseline is not None and result.duration_s > ANOMALY_FACTOR * baseline:
+        if (
+            baseline is not None
+            and result.duration_s > ANOMALY_FACTOR * baseline
+            and result.duration_s - baseline >= ANOMALY_MIN_EXCESS_S
+        ):
             alerts.append(
                 {
                     "kind": "anomaly",

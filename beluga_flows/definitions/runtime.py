@@ -187,15 +187,22 @@ class Execution(StepKinds):
         """Run one step (or child) recorded as ``rid``: ``(True, None)`` when it
         completed or was recovered, ``(False, None)`` when skipped, ``(False, err)``
         when it failed."""
-        record = self.records.setdefault(rid, StepRecord())
+        record = self.records.get(rid)
+        if record is None:
+            record = self.records[rid] = StepRecord()
         scope = Scope(self, bound)
         try:
-            if not all(self._truth(cs, guard, scope, "condition") for guard in cs.guards):
+            if cs.guards and not all(self._truth(cs, g, scope, "condition") for g in cs.guards):
                 self._skip(record, "condition_false")
                 return False, None
             record.status = StepStatus.RUNNING
             record.started_at = _now()
-            output, mapped = await self._dispatch(cs, rid, record, scope)
+            if cs.definition.type == "action":  # the common case, without a detour
+                args, kwargs = self._arguments(cs, scope)
+                assert cs.call is not None
+                output, mapped = await self.call(cs.call, rid, record, args, kwargs), False
+            else:
+                output, mapped = await self._dispatch(cs, rid, record, scope)
             if not mapped:
                 self._map_output(cs, rid, output, bound)
             self.outputs[rid] = output
@@ -213,10 +220,6 @@ class Execution(StepKinds):
         self, cs: CompiledStep, rid: str, record: StepRecord, scope: Scope
     ) -> tuple[Any, bool]:
         kind = cs.definition.type
-        if kind == "action":
-            args, kwargs = self._arguments(cs, scope)
-            assert cs.call is not None
-            return await self.call(cs.call, rid, record, args, kwargs), False
         if kind == "conditional":
             return self._route(cs, scope), False
         if kind == "parallel":
