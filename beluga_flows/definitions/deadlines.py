@@ -93,7 +93,15 @@ _PER_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
 def deadlines() -> Deadlines:
     """The running loop's :class:`Deadlines`."""
     loop = asyncio.get_running_loop()
+    last = _LAST[0]
+    if last is not None and last.loop is loop:  # the common case: one loop at a time
+        return last
     found = _PER_LOOP.get(loop)
     if found is None:
         found = _PER_LOOP[loop] = Deadlines(loop)
+    _LAST[0] = found
     return found
+
+
+# The last loop's deadlines (a strong reference to one loop at most: the one in use).
+_LAST: list[Deadlines | None] = [None]

@@ -76,8 +76,12 @@ class Expression:
     def evaluate(self, scope: Mapping[str, Any]) -> Any:
         """The expression's value with ``scope``'s entries bound as variables (only
         those it names are converted); ``ExpressionError`` when it fails."""
-        bound = {name: scope[name] for name in self.names if name in scope}
-        for name, value in bound.items():
+        bound = {}
+        for name in self.names:
+            try:
+                value = bound[name] = scope[name]
+            except KeyError:
+                continue  # unbound: CEL says which name is missing
             _check_ints(name, value)
         try:
             return self.program.execute(bound)
