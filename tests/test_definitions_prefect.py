@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -297,3 +299,29 @@ def test_an_anomaly_is_judged_against_the_baseline_read_from_the_prefect_api(
 
     wait_until(lambda: len(events()) >= 2, what="the alert events")
     assert events() == ["beluga.workflow.anomaly", "beluga.workflow.sla-breach"]
+
+
+def test_a_durable_definition_survives_a_killed_host(tmp_path: Path) -> None:
+    """SIGKILL the process hosting a durable definition run in the middle of its
+    ``for_each`` children; resume it here: completed steps (and children) are not run
+    again, the rest run once, and the run completes."""
+    from tests.definition_app import DEFINITION, engine
+    from tests.test_workflow_crash import kill_when
+
+    wid, ledger = new_id(), str(tmp_path / "ledger.txt")
+    worker = Path(__file__).with_name("definition_crash_worker.py")
+    proc = subprocess.Popen([sys.executable, str(worker), wid, ledger, "0.3"])
+    kill_when([(ledger, "start item 2", proc)])
+    assert bf.WorkflowClient().query(wid, None, "status") == "crashed"
+    runner = engine()
+    runner.resume(DEFINITION, wid)
+    result = runner.result(DEFINITION, wid, timeout=120)
+    assert result.status == "completed", result.errors
+    assert result.result["items"]["results"] == {"item[0]": 101, "item[1]": 102, "item[2]": 103}
+    ran = lines(ledger)
+    for n in range(6):
+        assert ran.count(f"done {n}") == 1, ran
+    for n in (0, 1, 2):  # completed before the kill: never started again
+        assert ran.count(f"start {n}") == 1, ran
+    for item in (1, 2, 3):
+        assert ran.count(f"done item {item}") == 1, ran
