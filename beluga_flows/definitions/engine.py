@@ -35,7 +35,7 @@ from beluga_flows.definitions.checks import problems
 from beluga_flows.definitions.compile import DefinitionPlan, compile_definition
 from beluga_flows.definitions.model import WorkflowDefinition
 from beluga_flows.definitions.monitor import Monitor, report_markdown
-from beluga_flows.definitions.records import ExecutionResult
+from beluga_flows.definitions.records import ExecutionResult, finished_result, outcome_error
 from beluga_flows.definitions.runtime import Execution, StepNode
 from beluga_flows.durable.workflow import Workflow, WorkflowHandle
 from beluga_flows.engine import Engine, get_engine
@@ -151,7 +151,7 @@ class WorkflowEngine:
                 )
                 return result
         except OrchestratorError as err:
-            return _finished(err)
+            return finished_result(err)
         finally:
             self._live.pop(eid, None)
 
@@ -288,7 +288,7 @@ class WorkflowEngine:
             )
             return result
         except OrchestratorError as err:
-            return _finished(err)
+            return finished_result(err)
 
     def result(
         self,
@@ -375,27 +375,5 @@ def _artifact_key(workflow_id: str) -> str:
     return "definition-" + (re.sub(r"[^a-z0-9]+", "-", workflow_id.lower()).strip("-") or "run")
 
 
-def _finished(err: OrchestratorError) -> ExecutionResult:
-    """The result a run that did not complete ended with (:func:`outcome_error`); any
-    other error is raised again."""
-    finished = getattr(err, "execution_result", None)
-    if not isinstance(finished, ExecutionResult):
-        raise err
-    return finished
-
-
 def _tags(d: WorkflowDefinition) -> tuple[str, ...]:
     return ("beluga:definition", f"workflow:{d.workflow_id}", f"version:{d.version}", *d.tags)
-
-
-def outcome_error(workflow_id: str, result: ExecutionResult) -> OrchestratorError:
-    """The error a run that did not complete ends its flow run with (shown Failed in
-    the UI, its code in the state message); it carries the whole result."""
-    first = result.errors[0] if result.errors else {"code": "execution_failed", "message": ""}
-    code = ErrorCode.TASK_CANCELED if result.status == "cancelled" else ErrorCode(first["code"])
-    return OrchestratorError(
-        "definition",
-        f"{workflow_id} {result.status}: {first['message']}",
-        code,
-        execution_result=result,
-    )

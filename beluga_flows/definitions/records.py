@@ -23,7 +23,14 @@ from beluga_flows.definitions.deadlines import deadlines
 from beluga_flows.durable.live import StepStatus
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
-__all__ = ["ATTEMPTS", "ExecutionResult", "StepRecord", "counted"]
+__all__ = [
+    "ATTEMPTS",
+    "ExecutionResult",
+    "StepRecord",
+    "counted",
+    "finished_result",
+    "outcome_error",
+]
 
 
 @dataclass
@@ -146,3 +153,25 @@ def _count() -> None:
     record = ATTEMPTS.get(None)
     if record is not None:
         record.attempts += 1
+
+
+def outcome_error(workflow_id: str, result: ExecutionResult) -> OrchestratorError:
+    """The error a run that did not complete ends its flow run with (shown Failed in
+    the UI, its code in the state message); it carries the whole result."""
+    first = result.errors[0] if result.errors else {"code": "execution_failed", "message": ""}
+    code = ErrorCode.TASK_CANCELED if result.status == "cancelled" else ErrorCode(first["code"])
+    return OrchestratorError(
+        "definition",
+        f"{workflow_id} {result.status}: {first['message']}",
+        code,
+        execution_result=result,
+    )
+
+
+def finished_result(err: OrchestratorError) -> ExecutionResult:
+    """The result a run that did not complete ended with (:func:`outcome_error`); any
+    other error is raised again."""
+    finished = getattr(err, "execution_result", None)
+    if not isinstance(finished, ExecutionResult):
+        raise err
+    return finished
