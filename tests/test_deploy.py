@@ -326,7 +326,8 @@ def test_serve_runs_a_scheduled_definition(env: dict[str, str], tmp_path: Path) 
         tmp_path,
         "d.yaml",
         f"name: ticking-{uid}\nentrypoint: {definition}\nactions: [{actions}]\n"
-        f"parameters: {{path: '{ticks}'}}\nschedule: {{interval: 2}}\ntags: [beluga:test]\n",
+        # every 30 s: each run waits for its approval, a process apiece meanwhile
+        f"parameters: {{path: '{ticks}'}}\nschedule: {{interval: 30}}\ntags: [beluga:test]\n",
     )
     with (tmp_path / "serve.log").open("w") as log:
         proc = subprocess.Popen(
@@ -337,11 +338,11 @@ def test_serve_runs_a_scheduled_definition(env: dict[str, str], tmp_path: Path) 
             stderr=subprocess.STDOUT,
         )
     try:
-        until(ticks.exists, timeout=90, what="a scheduled run of the definition")
+        until(ticks.exists, timeout=120, what="a scheduled run of the definition")
         client = bf.WorkflowClient()
         paused = until(
             lambda: [r for r in _runs(f"ticking-{uid}") if r.state.type.value == "PAUSED"],
-            timeout=60,
+            timeout=120,
             what="a scheduled run waiting for its approval",
         )[0]
         assert client.query(paused.name, None, "status") == "paused"
