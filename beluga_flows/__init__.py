@@ -31,9 +31,10 @@ this list and fails on an import against it, on any import circle, and on a
     9. graph
     10. durable, durable.inside, durable.workflow, durable.client
     11. definitions
-    12. tools
-    13. cli
-    14. beluga_flows, testing
+    12. orchestrator
+    13. tools
+    14. cli
+    15. beluga_flows, testing
 
 Where the order is not obvious:
 
@@ -49,6 +50,8 @@ Where the order is not obvious:
 * ``Runnable | other`` builds a chain, yet ``core`` is below ``graph``: the chain
   module registers its constructor into ``core.runnable`` when it is imported
   (this package always imports it), so the core never imports the graph.
+* ``orchestrator`` (the facade of §9) sits above everything it makes objects
+  from (chains, graphs, workflows, definitions) and below the CLI's ``health``.
 """
 
 from beluga_flows.core.decorators import Flow, FlowSpec, Step, StepSpec, flow, step
@@ -86,10 +89,22 @@ from beluga_flows.graph.builder import (
 )
 from beluga_flows.graph.chain import Chain
 from beluga_flows.graph.patterns import Router, scatter_gather
+from beluga_flows.orchestrator import (
+    ComponentHealth,
+    EnabledFeatures,
+    HealthReport,
+    Orchestrator,
+    OrchestratorConfig,
+    new_orchestrator,
+    register_chain_provider,
+    register_graph_provider,
+    register_workflow_provider,
+)
 from beluga_flows.resilience.breaker import CircuitBreaker, CircuitState
 from beluga_flows.resilience.limits import define_rate_limit
 from beluga_flows.resilience.retry import RetryPolicy
 from beluga_flows.resilience.stores import BreakerStore, MemoryStore, RedisStore
+from beluga_flows.telemetry import configure_logging, get_metrics, init_metrics
 
 __version__ = "0.1.0"
 
@@ -103,6 +118,8 @@ __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "CompiledGraph",
+    "ComponentHealth",
+    "EnabledFeatures",
     "Engine",
     "ErrorCode",
     "ExecutionResult",
@@ -111,9 +128,12 @@ __all__ = [
     "Graph",
     "GraphReport",
     "GraphResult",
+    "HealthReport",
     "LocalEngine",
     "MemoryStore",
     "NodeStatus",
+    "Orchestrator",
+    "OrchestratorConfig",
     "OrchestratorError",
     "RedisStore",
     "RetryPolicy",
@@ -130,11 +150,18 @@ __all__ = [
     "WorkflowHandle",
     "action",
     "compensate",
+    "configure_logging",
     "define_rate_limit",
     "flow",
+    "get_metrics",
+    "init_metrics",
     "is_retryable",
+    "new_orchestrator",
     "query_handler",
     "register_action",
+    "register_chain_provider",
+    "register_graph_provider",
+    "register_workflow_provider",
     "report_progress",
     "request_approval",
     "scatter_gather",

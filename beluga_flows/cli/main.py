@@ -6,6 +6,7 @@ Commands::
     beluga-flows run FILE:NAME [--param k=v ...]
     beluga-flows workflow start|signal|query|result|cancel|terminate|resume|serve ...
     beluga-flows definition validate|run|draw|schema ...
+    beluga-flows health [--json] [--redis URL]
     beluga-flows demo
 
 The local server keeps its state (SQLite) in ``$BELUGA_FLOWS_HOME`` (default
@@ -31,6 +32,7 @@ from typing import Any
 from beluga_flows.cli import definition as cli_definition
 from beluga_flows.cli import demo as cli_demo
 from beluga_flows.cli import deploy as cli_deploy
+from beluga_flows.cli import health as cli_health
 from beluga_flows.cli import workflow as cli_workflow
 from beluga_flows.errors import OrchestratorError
 from beluga_flows.tools.server import (
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.register(sub)
     cli_workflow.register(sub)
     cli_definition.register(sub)
+    cli_health.register(sub)
     return parser
 
 
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``beluga-flows`` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("workflow", "serve", "deploy", "list"):
+        if args.command in ("workflow", "serve", "deploy", "list", "health"):
             connect_if_running()
         code: int = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

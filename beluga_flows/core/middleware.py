@@ -7,9 +7,10 @@ every engine — goes through the same layers::
 
 * **telemetry** (:func:`observed`) is outermost: one ``step`` span per call
   (``step.name``, ``step.engine``, ``step.attempts``, ``step.status``), the
-  ``step.calls`` / ``step.duration`` metrics, and ``step.retries`` plus a ``retry``
-  span event from the retry layer (:func:`note_retry`). This module decides where
-  they go; :mod:`beluga_flows.telemetry` knows how to record them. Chains and graphs add their
+  ``step.executions`` / ``step.errors`` / ``step.duration`` metrics, and
+  ``step.retries`` plus a ``retry`` span event from the retry layer
+  (:func:`note_retry`). This module decides where they go;
+  :mod:`beluga_flows.telemetry` knows how to record them. Chains and graphs add their
   ``chain.step`` / ``graph.node`` span around it through :func:`run_member`, the one
   way a chain, graph, router or scatter/gather runs a member.
 * **retry** (:func:`retrying`) wraps each attempt: the breaker, the limits and the

@@ -134,21 +134,20 @@ class WorkflowEngine:
             raise OrchestratorError(
                 "execute", f"execution {eid!r} is running", ErrorCode.INVALID_STATE
             )
-        run = Execution(plan, engine, eid, data, options.get("approvals"))
-        self._live[eid] = run
+        run = self._live[eid] = Execution(plan, engine, eid, data, options.get("approvals"))
         attrs = {"definition.version": d.version, "definition.steps": len(plan.steps)}
-        tags = _tags(d)
         try:
             async with telemetry.execution(
-                "definition", d.workflow_id, attrs=attrs, span_name="definition.execute"
-            ):
+                "definition", d.workflow_id, attrs=attrs, span_name="definition.execute", input=data
+            ) as sp:
                 result: ExecutionResult = await engine.in_flow(
                     d.workflow_id,  # the flow's name: the same for execute and start
                     lambda _: self._body(engine, plan, run),
                     data,
                     description=d.description,
-                    tags=tags,
+                    tags=_tags(d),
                 )
+                telemetry.record_value(sp, "output", result.result)
                 return result
         except OrchestratorError as err:
             return finished_result(err)

@@ -41,9 +41,13 @@ def _adapter() -> tuple[ModuleType, ModuleType, ModuleType]:
 
 
 @contextlib.asynccontextmanager
-async def _traced(op: str, workflow_id: str) -> AsyncIterator[None]:
-    """A ``workflow.<op>`` span (a no-op without a tracer provider)."""
-    with telemetry.span(f"workflow.{op}", **{"workflow.id": workflow_id}):
+async def _traced(op: str, workflow_id: str, name: str | None = None) -> AsyncIterator[None]:
+    """A ``workflow.<op>`` span (a no-op without a tracer provider): ``workflow.id``,
+    and ``workflow.name`` when the caller knows the workflow (a client by id does not)."""
+    attrs = {"workflow.id": workflow_id}
+    if name is not None:
+        attrs["workflow.name"] = name
+    with telemetry.span(f"workflow.{op}", **attrs):
         yield
 
 
@@ -63,6 +67,12 @@ class WorkflowClient:
         client.query("order-7", None, "status")        # 'running'
     """
 
+    @property
+    def _name(self) -> str | None:
+        """The workflow's name for spans, when this client knows it (a Workflow)."""
+        name = getattr(self, "name", None)
+        return name if isinstance(name, str) else None
+
     # ---------------------------------------------------------------- results
 
     async def aget_result(
@@ -71,7 +81,7 @@ class WorkflowClient:
         """Wait for the run's value; re-raise its ``OrchestratorError``; ``TIMEOUT``
         after ``timeout`` seconds (the run goes on). Cancelled → ``TASK_CANCELED``."""
         runs, _, _ = _adapter()
-        async with _traced("get_result", workflow_id), runs.client() as client:
+        async with _traced("get_result", workflow_id, self._name), runs.client() as client:
             fr = await runs.find_run(client, "get_result", workflow_id, run_id)
             fr = await runs.wait_final(client, fr.id, timeout)
             return await runs.outcome(fr)
@@ -95,7 +105,7 @@ class WorkflowClient:
             data = approval_data(data)
         runs, messages, _ = _adapter()
         messages.encode("signal", data)
-        async with _traced("signal", workflow_id), runs.client() as client:
+        async with _traced("signal", workflow_id, self._name), runs.client() as client:
             fr = await runs.find_run(client, "signal", workflow_id, run_id)
             runs.require_live("signal", fr)
             if name != "approval":
@@ -134,7 +144,7 @@ class WorkflowClient:
         runs, messages, _ = _adapter()
         args_list = list(args)
         messages.encode("query", args_list)
-        async with _traced("query", workflow_id), runs.client() as client:
+        async with _traced("query", workflow_id, self._name), runs.client() as client:
             fr = await runs.find_run(client, "query", workflow_id, run_id)
             if query_type == "status":
                 return (
@@ -172,7 +182,7 @@ class WorkflowClient:
     async def _cancel(self, workflow_id: str, run_id: str | None) -> bool:
         """Send the cancel; True when the run's owner is gone (a resume must act on it)."""
         runs, messages, _ = _adapter()
-        async with _traced("cancel", workflow_id), runs.client() as client:
+        async with _traced("cancel", workflow_id, self._name), runs.client() as client:
             fr = await runs.find_run(client, "cancel", workflow_id, run_id)
             runs.require_live("cancel", fr)
             await messages.send(client, fr, "cancel", {})
@@ -193,7 +203,7 @@ class WorkflowClient:
         """Immediate: the run ends Cancelled now with ``terminated: <reason>`` as its
         state message; no further step and no compensation runs."""
         runs, messages, _ = _adapter()
-        async with _traced("terminate", workflow_id), runs.client() as client:
+        async with _traced("terminate", workflow_id, self._name), runs.client() as client:
             fr = await runs.find_run(client, "terminate", workflow_id, run_id)
             runs.require_live("terminate", fr)
             # The message stops a run that starts later (Prefect lets a starting run

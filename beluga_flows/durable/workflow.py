@@ -121,7 +121,7 @@ class Workflow(WorkflowClient):
         wid = workflow_id if workflow_id is not None else f"{self.name}-{uuid.uuid4().hex[:12]}"
         identifier("execute", wid)
         parameters = self._parameters(input)
-        async with _traced("execute", wid):
+        async with _traced("execute", wid, self.name):
             return await self._start(wid, uuid.uuid4().hex, parameters, previous=None)
 
     def execute(self, input: Any = None, workflow_id: str | None = None) -> WorkflowHandle:
@@ -133,7 +133,7 @@ class Workflow(WorkflowClient):
         completed steps' results. A run whose owner process died is marked Crashed
         first; a live one → ``INVALID_STATE``, as is a completed or compensated one."""
         runs, _, _ = _adapter()
-        async with _traced("resume", workflow_id), runs.client() as client:
+        async with _traced("resume", workflow_id, self.name), runs.client() as client:
             last = await runs.find_run(client, "resume", workflow_id, None)
             if runs.is_live(last) and runs.owner_dead(last):
                 await runs.mark_crashed(client, last)

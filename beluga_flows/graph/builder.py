@@ -240,7 +240,7 @@ class CompiledGraph(Runnable):
             )
         engine = get_engine(opts.get("provider") or self.provider)
         attrs = {"graph.nodes": len(self.plan.nodes)}
-        async with telemetry.execution("graph", self.name, attrs=attrs):
+        async with telemetry.execution("graph", self.name, attrs=attrs, input=input) as sp:
             result: GraphResult = await engine.in_flow(
                 self.name,
                 lambda state: self._body(engine, state),
@@ -248,6 +248,7 @@ class CompiledGraph(Runnable):
                 task_runner=self.task_runner,
                 tags=("beluga:graph",),
             )
+            telemetry.record_value(sp, "output", result)
             return result
 
     async def _body(self, engine: Engine, state: dict[str, Any]) -> GraphResult:

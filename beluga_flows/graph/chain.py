@@ -212,14 +212,16 @@ class Chain(Runnable):
         engine = get_engine(provider or self.provider)
         first = self.prepare_input(input)
         attrs = {"chain.steps": len(self.steps)}
-        async with telemetry.execution("chain", self.name, attrs=attrs):
-            return first, await engine.in_flow(
+        async with telemetry.execution("chain", self.name, attrs=attrs, input=first) as sp:
+            output = await engine.in_flow(
                 self.name,
                 lambda v: self._body(engine, v, steps),
                 first,
                 description=self.description,
                 tags=("beluga:chain",),
             )
+            telemetry.record_value(sp, "output", output)
+            return first, output
 
     async def ainvoke(self, input: Any, **opts: Any) -> Any:
         """Run the chain; ``provider=`` overrides the chain's provider for this call."""

@@ -25,6 +25,9 @@ from beluga_flows.graph.scheduler import Command, EvaluateRoute, Scheduler, Star
 
 __all__ = ["GraphRun", "drive"]
 
+# The name attribute of a node's span by site: a definition's step names its workflow.
+_SITE_NAME = {"definition.step": "workflow.name"}
+
 
 async def drive(plan: Plan, engine: Engine, state: dict[str, Any]) -> GraphResult:
     """Run ``plan`` on ``state`` with ``engine`` in force, retried under the plan's
@@ -107,8 +110,8 @@ class GraphRun:
     async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
         middleware.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
         site = {
-            "graph.name": self.plan.name,
-            "node.name": cmd.node,
+            _SITE_NAME.get(self.plan.site, "graph.name"): self.plan.name,
+            "step.name": cmd.node,
             "node.iteration": cmd.iteration,
         }
         updates = await middleware.run_member(

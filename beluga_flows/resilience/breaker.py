@@ -43,6 +43,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitState",
     "admit",
+    "all_breakers",
     "get_breaker",
     "record",
     "release",
@@ -352,6 +353,12 @@ def get_breaker(name: str) -> CircuitBreaker:
     """The breaker registered under ``name`` (a default one is made on first use)."""
     found = _REGISTRY.get(name)  # a dict read is atomic; creation takes the lock
     return found if found is not None else CircuitBreaker(name)
+
+
+def all_breakers() -> list[CircuitBreaker]:
+    """Every breaker registered in this process, by name (what a health check reports)."""
+    with _REGISTRY_LOCK:
+        return [b for _, b in sorted(_REGISTRY.items())]
 
 
 def add_global_listener(listener: Listener) -> None:

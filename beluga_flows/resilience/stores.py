@@ -264,6 +264,11 @@ class RedisStore(BreakerStore):
                 breaker=name,
             ) from err
 
+    async def ping(self) -> None:
+        """Round-trip to Redis (``RESOURCE_EXHAUSTED`` when it cannot be reached): what a
+        health check calls."""
+        await self._run("ping", self._redis.ping)
+
     async def load(self, name: str) -> BreakerState:
         raw = await self._run(name, lambda: self._redis.get(self.prefix + name))
         return BreakerState.from_json(json.loads(raw)) if raw else BreakerState()

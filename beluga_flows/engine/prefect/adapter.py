@@ -45,7 +45,7 @@ from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, Sleep, input_hash
-from beluga_flows.engine.prefect import history
+from beluga_flows.engine.prefect import health, history
 from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.retry import RetryPolicy
@@ -367,6 +367,9 @@ class PrefectEngine(Engine):
     # What a workflow definition's monitor asks of the engine (engine/prefect/history.py).
     recent_durations = staticmethod(history.recent_durations)
     emit_event = staticmethod(history.emit)
+    # What an orchestrator's health check asks (engine/prefect/health.py).
+    api_url = staticmethod(health.api_url)
+    api_headers = staticmethod(health.api_headers)
 
     def run_id(self) -> str | None:
         ctx = FlowRunContext.get()
