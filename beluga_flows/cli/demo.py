@@ -5,8 +5,10 @@ example deployments of ``deployments/`` in a background process (a one-minute
 interval and an hourly cron), runs every example once (a chain, a graph, the
 resilience example, the order workflow and the enterprise orchestrator, both
 approved through a signal, and the onboarding definition: one durable run approved
-through a signal, one that fails at provisioning and rolls back) and prints
-where to see each run. The server and the schedules keep running afterwards;
+through a signal, one that fails at provisioning and rolls back, and
+``flows/orchestrated.py``: an Orchestrator's chains under admission control) and prints
+where to see each run, then a one-line summary of the process's metrics
+(``bf.get_metrics()``). The server and the schedules keep running afterwards;
 ``beluga-flows server --stop`` stops both. Ctrl-C stops the demo cleanly.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.telemetry import get_metrics
 from beluga_flows.tools.server import ensure_server, home, use_server
 from beluga_flows.tools.serving import serving, start_serving
 from beluga_flows.tools.targets import load_target, run_target
@@ -94,17 +97,25 @@ def demo(args: argparse.Namespace) -> int:
     lines.append(f"  {'orders':<18} {state['ui_url']}/runs/flow-run/{order.run_id}")
     lines.append(f"  {'enterprise':<18} {state['ui_url']}/runs/flow-run/{_demo_enterprise()}")
     approved = _demo_definition(args.out)
+    orchestrated = _demo_orchestrator()
     lines.append(f"  {'onboarding':<18} {state['ui_url']}/runs/flow-run/{approved}")
     rolled_back = _latest_run_url(state["ui_url"], "customer-onboarding")
     lines.append(f"  {'onboarding (fail)':<18} {rolled_back}")
     _wait_until_served(serving)  # the deployments link below must show them
     print("\nSee the runs in the Prefect UI:")
     print("\n".join(lines))
+    lines.append(f"  {'orchestrated':<18} {orchestrated}")
     print(f"  all runs           {state['ui_url']}/runs")
     print(f"  deployments        {state['ui_url']}/deployments (sales-report runs every minute)")
     print(
         "The server and the schedules keep running in the background; "
         "stop both with: beluga-flows server --stop"
+    )
+    m = get_metrics()  # this process: every run above, by kind, as they ended
+    print(
+        f"metrics: {m['total_executions']} runs finished, {m['error_count']} with an error; "
+        f"active now: {m['active_chains']} chains, {m['active_graphs']} graphs, "
+        f"{m['active_workflows']} workflows"
     )
     return 0
 
@@ -212,3 +223,17 @@ def _demo_definition(out: str) -> str:
     failed = engine.execute(definition, {"customer_id": "c-1005", "out_dir": f"{out}/onboarding"})
     print(f"status {failed.status}; rolled back, newest first: {', '.join(failed.rolled_back)}")
     return handle.run_id
+
+
+def _demo_orchestrator() -> str:
+    """``flows/orchestrated.py``: an orchestrator's chains under admission control and a
+    graph, with its own metrics and health; a one-line summary of what it printed."""
+    print("\n== flows/orchestrated.py (an Orchestrator: defaults, admission, metrics, health)")
+    main = load_target("flows/orchestrated.py:main")
+    report = asyncio.run(main("prefect"))
+    print(json.dumps(report, indent=2))
+    m = report["metrics"]
+    return (
+        f"{m['total_executions']} runs, at most {report['peak_concurrent_chains']} chains at "
+        f"once; health: {', '.join(f'{k} {v}' for k, v in report['health'].items())}"
+    )
