@@ -555,23 +555,25 @@ async def test_without_cancel_remaining_every_child_finishes() -> None:
     assert res.result["fan"]["results"]["s"] == "slow"
 
 
-async def test_max_parallel_steps_bounds_concurrency() -> None:
+@pytest.mark.parametrize(("given", "bound"), [(2, 2), (None, 10)])  # None: the default
+async def test_max_parallel_steps_bounds_concurrency(given: int | None, bound: int) -> None:
     active = 0
     peak = 0
-    two_running = asyncio.Event()
+    all_running = asyncio.Event()
 
     async def work(x: int) -> int:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
-        if active >= 2:
-            two_running.set()
-        await two_running.wait()
+        if active >= bound:
+            all_running.set()
+        await all_running.wait()
         for _ in range(5):
             await asyncio.sleep(0)
         active -= 1
         return x
 
+    limit = {} if given is None else {"max_parallel_steps": given}
     defn = doc(
         {
             "step_id": "each",
@@ -579,42 +581,12 @@ async def test_max_parallel_steps_bounds_concurrency() -> None:
             "for_each": "items",
             "parallel_steps": [step("w", "work", input_mapping={"x": "item"})],
         },
-        max_parallel_steps=2,
+        **limit,
     )
-    res = await run(make({"work": work}), defn, {"items": list(range(8))})
+    res = await run(make({"work": work}), defn, {"items": list(range(3 * bound + 1))})
     assert res.status == "completed"
-    assert peak == 2
-    assert res.result["each"]["successful_steps"] == 8
-
-
-async def test_default_max_parallel_steps_is_ten() -> None:
-    active = 0
-    peak = 0
-    ten = asyncio.Event()
-
-    async def work(x: int) -> int:
-        nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
-        if active >= 10:
-            ten.set()
-        await ten.wait()
-        for _ in range(5):
-            await asyncio.sleep(0)
-        active -= 1
-        return x
-
-    defn = doc(
-        {
-            "step_id": "each",
-            "type": "parallel",
-            "for_each": "items",
-            "parallel_steps": [step("w", "work", input_mapping={"x": "item"})],
-        }
-    )
-    res = await run(make({"work": work}), defn, {"items": list(range(25))})
-    assert res.status == "completed"
-    assert peak == 10
+    assert peak == bound
+    assert res.result["each"]["successful_steps"] == 3 * bound + 1
 
 
 # ------------------------------------------------------------------ loop
