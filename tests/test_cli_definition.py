@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +14,7 @@ import pytest
 from beluga_flows.cli.main import main
 from beluga_flows.definitions.actions import unregister_action
 from beluga_flows.tools.server import LocalServer
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_cli import cli  # the beluga-flows CLI in a subprocess
 
 ACTIONS = """\
 import beluga_flows as bf
@@ -112,17 +108,6 @@ def files(tmp_path: Path) -> Iterator[Files]:
     yield made
     for name in ("hello", "shout", "boom"):
         unregister_action(f"{name}_{uid}")
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "beluga_flows.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_validate_a_good_file(files: Files, capsys: pytest.CaptureFixture[str]) -> None:
