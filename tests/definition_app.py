@@ -11,14 +11,9 @@ import time
 from typing import Any
 
 import beluga_flows as bf
-from tests.workflow_app import lines
+from tests.workflow_app import lines, note
 
 __all__ = ["ACTIONS", "DEFINITION", "engine", "lines"]
-
-
-def note(ledger: str, text: str) -> None:
-    with open(ledger, "a", encoding="utf-8") as f:
-        f.write(text + "\n")
 
 
 def work(ledger: str, n: int, delay: float) -> int:

@@ -29,6 +29,7 @@ import beluga_flows as bf
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from tests.prefect_api import artifacts, task_runs
 from tests.procs import until
+from tests.workflow_app import lines, note  # a ledger of what the actions did
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_server")]
 wait_until = functools.partial(until, timeout=60)
@@ -36,16 +37,6 @@ wait_until = functools.partial(until, timeout=60)
 
 def new_id() -> str:
     return f"def-{uuid.uuid4().hex[:10]}"
-
-
-def note(ledger: str, text: str) -> None:
-    with open(ledger, "a", encoding="utf-8") as f:
-        f.write(text + "\n")
-
-
-def lines(ledger: str) -> list[str]:
-    path = Path(ledger)
-    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
 
 
 def reserve(data: dict[str, Any]) -> str:
