@@ -34,6 +34,7 @@ EXPORTED = [
     "GraphReport",
     "GraphResult",
     "HealthReport",
+    "Hooks",
     "LocalEngine",
     "MemoryStore",
     "NodeStatus",

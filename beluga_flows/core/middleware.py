@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from beluga_flows import _sync, telemetry
 from beluga_flows._digest import digest
+from beluga_flows.core.hooks import Hooks, run_hooked
 from beluga_flows.core.specs import FlowLike, StepLike
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.resilience.breaker import get_breaker
@@ -322,12 +323,24 @@ async def guarded_call(
 
 
 async def run_member(
-    engine: Engine, member: Any, value: Any, site: str | None, attrs: Mapping[str, Any]
+    engine: Engine,
+    member: Any,
+    value: Any,
+    site: str | None,
+    attrs: Mapping[str, Any],
+    hooks: Hooks | None = None,
 ) -> Any:
     """Run one member of a chain, graph, router or scatter/gather on ``value``: a
     step through ``engine.run_step`` (the stack above), any other Runnable through
     its ``ainvoke``, inside a ``site`` span (``chain.step``, ``graph.node``; none
-    when ``site`` is ``None``: a router's member runs inside its node's span)."""
+    when ``site`` is ``None``: a router's member runs inside its node's span).
+    ``hooks`` (a chain's or graph's :class:`~beluga_flows.core.hooks.Hooks`) run
+    around it (and its span), named ``attrs["step.name"]``."""
+    if hooks is not None:
+        name = str(attrs.get("step.name", getattr(member, "name", "?")))
+        return await run_hooked(
+            hooks, name, value, lambda: run_member(engine, member, value, site, attrs)
+        )
     if site is None or not telemetry.tracing_enabled():
         return await _member(engine, member, value)
     with telemetry.span(site, **attrs):

@@ -30,6 +30,7 @@ from typing import Any
 from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows.core.decorators import Step, derive, step
+from beluga_flows.core.hooks import Hooks, check_hooks
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.engine import Engine, get_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -53,6 +54,8 @@ class Graph(Runnable):
 
     Builder mistakes raise ``INVALID_CONFIG`` / ``NOT_FOUND`` naming the culprit,
     from ``add_*`` when they can be seen there, else from :meth:`compile`.
+    ``hooks`` (:class:`~beluga_flows.Hooks`, or a list of them) run around each node
+    execution; an ``on_error`` replacement is that node's update.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Graph(Runnable):
         reducers: Mapping[str, Callable[[Any, Any], Any]] | None = None,
         task_runner: Any = None,
         provider: str | Engine | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise config_error("graph", f"name must be a non-empty string, got {name!r}")
@@ -95,6 +99,7 @@ class Graph(Runnable):
         self.provider = provider
         if provider is not None:
             get_engine(provider)
+        self.hooks = check_hooks("graph", hooks)
         self._nodes: dict[str, Runnable] = {}
         self._edges: list[tuple[str, str]] = []
         self._routes: list[tuple[str, Callable[..., Any], Any]] = []
@@ -173,6 +178,7 @@ class Graph(Runnable):
             retries=self.retries,
             task_runner=self.task_runner,
             provider=self.provider,
+            hooks=self.hooks,
         )
         return CompiledGraph(plan)
 

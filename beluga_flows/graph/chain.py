@@ -31,6 +31,7 @@ from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, seconds
 from beluga_flows.core import middleware
 from beluga_flows.core.decorators import as_step
+from beluga_flows.core.hooks import Hooks, check_hooks
 from beluga_flows.core.memory import BufferMemory
 from beluga_flows.core.runnable import Runnable, register_pipe
 from beluga_flows.engine import Engine, get_engine, use_engine
@@ -63,6 +64,8 @@ class Chain(Runnable):
     * A failing step raises ``EXECUTION_FAILED`` naming it (index and name) with the
       original error as ``__cause__``; ``timeout`` bounds the whole chain
       (``TIMEOUT``); ``retries`` re-runs the whole chain with backoff.
+    * ``hooks`` (:class:`~beluga_flows.Hooks`, or a list of them) run around each
+      step; an ``on_error`` replacement becomes that step's output.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Chain(Runnable):
         input_keys: Sequence[str] = ("input",),
         output_keys: Sequence[str] = ("output",),
         provider: str | Engine | None = None,
+        hooks: Hooks | Sequence[Hooks] | None = None,
     ) -> None:
         if isinstance(steps, str | bytes) or not isinstance(steps, Sequence):
             raise config_error("chain", f"steps must be a list, got {steps!r}")
@@ -102,6 +106,7 @@ class Chain(Runnable):
         self.provider = provider
         if provider is not None:
             get_engine(provider)  # unknown provider → NOT_FOUND now, not at run time
+        self.hooks = check_hooks("chain", hooks)
         self._policy = RetryPolicy.from_retries(self.retries) if self.retries else None
         # The span attributes of each member's ``chain.step``, built once.
         self._sites = tuple(
@@ -131,6 +136,7 @@ class Chain(Runnable):
             and self.input_keys == ("input",)
             and self.output_keys == ("output",)
             and self.provider is None
+            and self.hooks is None
         )
 
     # ------------------------------------------------------------ input / output
@@ -176,7 +182,7 @@ class Chain(Runnable):
         for index, member in enumerate(steps):
             try:
                 value = await middleware.run_member(
-                    engine, member, value, "chain.step", sites[index]
+                    engine, member, value, "chain.step", sites[index], self.hooks
                 )
             except Exception as err:
                 raise OrchestratorError(

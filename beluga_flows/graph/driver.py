@@ -115,7 +115,12 @@ class GraphRun:
             "node.iteration": cmd.iteration,
         }
         updates = await middleware.run_member(
-            self.engine, self.plan.runners[cmd.node], cmd.state, self.plan.site, site
+            self.engine,
+            self.plan.runners[cmd.node],
+            cmd.state,
+            self.plan.site,
+            site,
+            self.plan.hooks,
         )
         if updates is not None and not isinstance(updates, Mapping):
             raise OrchestratorError(

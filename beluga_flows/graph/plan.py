@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from beluga_flows._validate import config_error
+from beluga_flows.core.hooks import Hooks
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.engine import Engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -100,6 +101,8 @@ class Plan:
     fail_fast: bool = False
     # The span around each node execution (a definition's steps: "definition.step").
     site: str = "graph.node"
+    # Callbacks around each node execution (Graph(hooks=...)).
+    hooks: Hooks | None = field(default=None, compare=False)
 
     def downstream(self, node: str) -> set[str]:
         """Every node reachable from ``node`` through plain and conditional edges."""
@@ -189,6 +192,7 @@ def compile_plan(
     provider: str | Engine | None = None,
     fail_fast: bool = False,
     site: str = "graph.node",
+    hooks: Hooks | None = None,
 ) -> Plan:
     """Validate the builder's records (and its already checked run options) into a
     :class:`Plan`."""
@@ -243,6 +247,7 @@ def compile_plan(
         provider=provider,
         fail_fast=fail_fast,
         site=site,
+        hooks=hooks,
     )
     reachable = set(plan.entry)
     for n in plan.entry:
