@@ -79,6 +79,7 @@ from beluga_flows.durable.workflow import (
 )
 from beluga_flows.engine import Engine, LocalEngine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError, is_retryable
+from beluga_flows.graph.agents import Blackboard, Supervisor
 from beluga_flows.graph.builder import (
     END,
     START,
@@ -89,7 +90,10 @@ from beluga_flows.graph.builder import (
     NodeStatus,
 )
 from beluga_flows.graph.chain import Chain
+from beluga_flows.graph.handoff import Handoff, handoff_to
+from beluga_flows.graph.hedge import hedge
 from beluga_flows.graph.patterns import Router, scatter_gather
+from beluga_flows.graph.strategies import delegate_by_skill, load_balanced, round_robin
 from beluga_flows.orchestrator import (
     ComponentHealth,
     EnabledFeatures,
@@ -113,6 +117,7 @@ __all__ = [
     "END",
     "START",
     "Approval",
+    "Blackboard",
     "BreakerStore",
     "BufferMemory",
     "Chain",
@@ -129,6 +134,7 @@ __all__ = [
     "Graph",
     "GraphReport",
     "GraphResult",
+    "Handoff",
     "HealthReport",
     "Hooks",
     "LocalEngine",
@@ -145,6 +151,7 @@ __all__ = [
     "StepRecord",
     "StepSpec",
     "StepStatus",
+    "Supervisor",
     "Workflow",
     "WorkflowClient",
     "WorkflowDefinition",
@@ -154,10 +161,14 @@ __all__ = [
     "compensate",
     "configure_logging",
     "define_rate_limit",
+    "delegate_by_skill",
     "flow",
     "get_metrics",
+    "handoff_to",
+    "hedge",
     "init_metrics",
     "is_retryable",
+    "load_balanced",
     "new_orchestrator",
     "query_handler",
     "register_action",
@@ -166,6 +177,7 @@ __all__ = [
     "register_workflow_provider",
     "report_progress",
     "request_approval",
+    "round_robin",
     "scatter_gather",
     "serve",
     "step",

@@ -24,7 +24,7 @@ from typing import Any
 
 from beluga_flows._validate import config_error
 from beluga_flows.core import middleware
-from beluga_flows.core.decorators import step
+from beluga_flows.core.decorators import Step, derive, step
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.engine import current_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -33,20 +33,29 @@ from beluga_flows.graph.builder import END, START, CompiledGraph, Graph
 __all__ = ["Router", "scatter_gather"]
 
 
-async def _call(member: Runnable, value: Any) -> Any:
-    return await middleware.run_member(current_engine(), member, value, None, {})
+async def _call(
+    member: Runnable, value: Any, site: str | None = None, attrs: Mapping[str, Any] | None = None
+) -> Any:
+    """Run ``member`` on ``value`` on the engine in force (in a ``site`` span if given)."""
+    return await middleware.run_member(current_engine(), member, value, site, attrs or {})
 
 
-def _check(owner: str, what: str, member: Any) -> Runnable:
-    """``member`` as a Runnable: a plain function becomes an inline step."""
+def _check(
+    owner: str, what: str, member: Any, *, name: str | None = None, track: bool = False
+) -> Runnable:
+    """``member`` as a Runnable: a plain function becomes a step (inline unless
+    ``track``) named ``name`` (default: its own name); a step given another ``name``
+    is that step renamed, every option kept."""
+    if isinstance(member, Step) and name is not None and name != member.name:
+        return derive(member, name, owner)
     if isinstance(member, Runnable):
         return member
     if not callable(member):
         raise config_error(owner, f"{what} must be callable or a Runnable, got {member!r}")
     if isinstance(member, type):  # a class is a callable member too (@step refuses one)
-        made: Runnable = step(track=False, name=member.__name__)(functools.partial(member))
+        made: Runnable = step(track=track, name=name or member.__name__)(functools.partial(member))
     else:
-        made = step(track=False)(member)
+        made = step(track=track, name=name)(member)
     return made
 
 
