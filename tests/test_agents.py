@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import operator
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -451,3 +452,13 @@ def test_hedge_waits_on_the_engine_clock() -> None:
 
 def _engine(clock: Any) -> bf.LocalEngine:
     return bf.LocalEngine(sleep=clock.sleep)
+
+
+def test_the_doc_page_snippets_run() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "patterns.md").read_text()
+    snippets = [block.split("```", 1)[0] for block in page.split("```python\n")[1:]]
+    assert len(snippets) == 5
+    namespace: dict[str, Any] = {}
+    with bf.use_engine("local"):
+        for snippet in snippets:
+            exec(compile(snippet, "docs/patterns.md", "exec"), namespace)

@@ -4,7 +4,11 @@ task run per agent call named after the agent (read back from the Prefect API)."
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +18,7 @@ import beluga_flows as bf
 from .prefect_api import flow_runs, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def unique(prefix: str) -> str:
@@ -83,3 +88,28 @@ def test_hedge_loser_task_run_is_cancelled_on_prefect() -> None:
     assert set(tasks) == {"replica_a-primary", "replica_b-secondary"}
     assert tasks["replica_b-secondary"].state.is_completed()
     assert not tasks["replica_a-primary"].state.is_completed()
+
+
+def test_the_agents_example_runs_against_the_server(prefect_server: Any) -> None:
+    done = subprocess.run(
+        [sys.executable, "flows/agents.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "triage -> billing: [ana] refund approved for: refund my double charge",
+        "triage -> tech: KB: restart the service to clear E42",
+        "triage: Thanks, we will get back to you.",
+        "triage -> billing: [ben] refund approved for: refund",
+    ]
+    runs = sorted(flow_runs("support-desk", expect=4), key=lambda r: r.start_time)
+    assert len(runs) == 4 and all(r.state.is_completed() for r in runs)
+    first = {t.name for t in task_runs(runs[0].id, expect=3)}
+    assert first == {"triage-1", "billing-1", "ana-1"}
+    second = {t.name: t for t in task_runs(runs[1].id, expect=4)}
+    assert {"triage-1", "tech-1", "slow_kb-primary", "mirror_kb-secondary"} <= set(second)
+    assert not second["slow_kb-primary"].state.is_completed()  # the loser was cancelled
