@@ -25,6 +25,7 @@ error raised by a pattern carries ``.path`` (that invocation's own).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -273,7 +274,7 @@ class Blackboard(AgentPattern):
 
     async def _done(self, board: dict[str, Any]) -> bool:
         answer = self.done(dict(board))
-        if asyncio.iscoroutine(answer) or isinstance(answer, asyncio.Future):
+        if inspect.isawaitable(answer):
             answer = await answer
         return bool(answer)
 
