@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 from beluga_flows._threads import Workers
 
 __all__ = [
+    "cancel_private",
     "in_running_loop",
     "in_thread",
     "iterate_output",
@@ -73,17 +75,32 @@ def run_on_private_loop(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], holder: dict[str, Any]
 ) -> Any:
     """Run async ``fn`` to completion on a new loop in this (worker) thread; the loop
-    and its task are left in ``holder`` so another thread can cancel it."""
+    and its task are left in ``holder`` so another thread can cancel it
+    (:func:`cancel_private`)."""
     loop = asyncio.new_event_loop()
     holder["loop"] = loop
     _HOME_LOOP.set(loop)
     try:
         task = loop.create_task(fn(*args, **kwargs))
         holder["task"] = task
+        if holder.get("cancelled"):  # cancelled before the task existed: see cancel_private
+            task.cancel()
         return loop.run_until_complete(task)
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def cancel_private(holder: dict[str, Any]) -> None:
+    """Cancel a call :func:`run_on_private_loop` runs (a no-op once it finished).
+
+    The flag covers a call whose task does not exist yet: it cancels it as it starts.
+    """
+    holder["cancelled"] = True
+    private, task = holder.get("loop"), holder.get("task")
+    if private is not None and task is not None:
+        with contextlib.suppress(RuntimeError):  # loop already closed: it finished
+            private.call_soon_threadsafe(task.cancel)
 
 
 # ---------------------------------------------------------------- the sync edge

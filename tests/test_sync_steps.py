@@ -238,3 +238,32 @@ def test_the_cli_exits_promptly_after_a_flow_timed_out_on_a_stuck_sync_step(
     )
     assert done.returncode == 2, done.stderr
     assert "[timeout]" in done.stderr
+
+
+# ------------------------------------------------------------ cancelling a bounded call
+
+
+def test_cancelling_the_caller_cancels_an_async_step_bounded_by_a_timeout(engine: str) -> None:
+    """An async step with ``timeout=`` runs on a private loop in a worker thread; a
+    caller that is cancelled (a hedge's loser, a cancelled graph node) cancels it too,
+    rather than leaving it running to its own deadline."""
+    started, stopped = threading.Event(), threading.Event()
+
+    @bf.step(timeout=PATIENCE * 3)
+    async def wait_forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(PATIENCE * 3)
+        finally:
+            stopped.set()
+
+    @bf.flow
+    async def cancel_it() -> bool:
+        call = asyncio.ensure_future(wait_forever())
+        assert await asyncio.to_thread(started.wait, PATIENCE)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        return await asyncio.to_thread(stopped.wait, PATIENCE)
+
+    assert asyncio.run(cancel_it()) is True

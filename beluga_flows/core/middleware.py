@@ -146,11 +146,11 @@ async def call_with_timeout(
         waiting = _sync.in_thread(job, timeout)
     try:
         result = await waiting
+    except asyncio.CancelledError:
+        _sync.cancel_private(holder)  # the caller gave up (a hedge's loser …): so does the call
+        raise
     except TimeoutError:
-        private, task = holder.get("loop"), holder.get("task")
-        if private is not None and task is not None:
-            with contextlib.suppress(RuntimeError):  # loop already closed: it finished
-                private.call_soon_threadsafe(task.cancel)
+        _sync.cancel_private(holder)
         label = what if what is not None else repr(name)
         err = OrchestratorError(
             op,
