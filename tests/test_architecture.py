@@ -57,6 +57,7 @@ EXPORTED = [
     "compensate",
     "configure_logging",
     "define_rate_limit",
+    "emit",
     "flow",
     "get_metrics",
     "init_metrics",

@@ -16,6 +16,7 @@ ALLOWED = {
     "beluga_flows._sync",
     "beluga_flows.telemetry",
     "beluga_flows.core.specs",
+    "beluga_flows.core.streams",
     "beluga_flows.engine.base",
 }
 

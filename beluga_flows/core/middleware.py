@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from beluga_flows import _sync, telemetry
 from beluga_flows._digest import digest
 from beluga_flows.core.specs import FlowLike, StepLike
+from beluga_flows.core.streams import drainer
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.resilience.breaker import get_breaker
 from beluga_flows.resilience.retry import RetryPolicy
@@ -96,7 +97,9 @@ _MEMO: weakref.WeakKeyDictionary[StepLike, dict[str, Any]] = weakref.WeakKeyDict
 
 
 async def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call a user function: await it if async, else run it in a worker thread."""
+    """Call a user function: await it if async, else run it in a worker thread (a
+    generator function streams its chunks: :func:`beluga_flows.core.streams.drainer`)."""
+    fn = drainer(fn)
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
     ctx = _sync.thread_context(asyncio.get_running_loop())
@@ -130,6 +133,7 @@ async def call_with_timeout(
     """
     if timeout is None:
         return await call(fn, args, kwargs)
+    fn = drainer(fn)  # a streaming step: the timeout bounds the whole generation
     ctx = _sync.thread_context(asyncio.get_running_loop())
     holder: dict[str, Any] = {}
     job: concurrent.futures.Future[Any] | None = None
@@ -302,7 +306,7 @@ async def guarded_call(
     spec = step.spec
 
     async def timed() -> Any:
-        if spec.timeout is None and step.is_async:
+        if spec.timeout is None and step.is_async and not spec.streaming:
             return await step.fn(*args, **kwargs)
         return await call_with_timeout(
             step.fn, args, kwargs, spec.timeout, op="step", name=spec.name
