@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import operator
+import os
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,8 +25,10 @@ import pytest
 
 import beluga_flows as bf
 from beluga_flows import ErrorCode, OrchestratorError
+from beluga_flows.tools.server import LocalServer
 
 from .prefect_api import flow_runs, task_runs
+from .test_cli import ROOT, cli
 
 WAIT = 60  # seconds: only a deadlock (a stream that is not live) ever reaches it
 FAST = bf.RetryPolicy(max_attempts=2, initial_delay=0, jitter=0, retry_on=(ValueError,))
@@ -340,27 +346,33 @@ def test_a_failure_is_raised_after_the_items_before_it(engine: str) -> None:
     assert info.value.code is ErrorCode.EXECUTION_FAILED and "boom" in str(info.value)
 
 
+events: list[asyncio.Event] = []  # (started, cancelled) of the current run
+
+
+@bf.step
+async def llm(state: dict[str, Any]) -> AsyncIterator[str]:
+    started, cancelled = events
+    started.set()
+    yield "one"
+    try:
+        await asyncio.Event().wait()  # forever, until cancelled
+    finally:
+        cancelled.set()
+    yield "never"
+
+
 @pytest.mark.parametrize("how", ["aclose", "break"])
 def test_a_consumer_that_stops_early_cancels_the_run(engine: str, how: str) -> None:
     problems: list[Any] = []
+    later: list[int] = []
+    graph = line(("llm", llm), ("after", lambda s: later.append(1)))
 
     async def main() -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _, ctx: problems.append(ctx))
         started, cancelled = asyncio.Event(), asyncio.Event()
         before = asyncio.all_tasks()
-        later: list[int] = []
+        events[:] = [started, cancelled]
 
-        @bf.step
-        async def llm(state: dict[str, Any]) -> AsyncIterator[str]:
-            started.set()
-            yield "one"
-            try:
-                await asyncio.Event().wait()  # forever, until cancelled
-            finally:
-                cancelled.set()
-            yield "never"
-
-        graph = line(("llm", llm), ("after", lambda s: later.append(1)))
         stream = graph.astream({}, stream_mode="messages")
         if how == "aclose":
             async with contextlib.aclosing(stream):
@@ -383,6 +395,10 @@ def test_a_consumer_that_stops_early_cancels_the_run(engine: str, how: str) -> N
         asyncio.run(asyncio.wait_for(main(), WAIT))
         gc.collect()
     assert problems == []
+    if engine == "prefect":
+        # Prefect records a run cancelled under it (asyncio) as Crashed, saying so.
+        [run] = flow_runs(graph.name)
+        assert run.state.is_crashed() and "cancelled" in run.state.message, run.state
 
 
 # ---------------------------------------------------------------- nesting, flows
@@ -439,3 +455,35 @@ async def _result(state: Any) -> Any:
     value: Callable[..., Any] = state.result
     got = value(raise_on_failure=True)
     return await got if asyncio.iscoroutine(got) else got
+
+
+# ---------------------------------------------------------------- the example
+
+
+def test_the_streaming_llm_example_prints_tokens_live(prefect_server: LocalServer) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "flows/streaming_llm.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = "On retries: retry transient errors; back off exponentially; give up on bad input."
+    assert done.stdout.splitlines() == [answer, "{'topic': 'retries', 'words': 13}"]
+    assert "[planned 3 points]" in done.stderr and "[summarizing]" in done.stderr
+
+    ran = cli(
+        "run",
+        "flows/streaming_llm.py:streaming_llm",
+        "--param",
+        "topic=timeouts",
+        "--param",
+        "delay=0",
+        env={"PREFECT_API_URL": prefect_server.api_url},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("On timeouts: bound every call; fail fast; retry what timed out.")
+    assert json.loads(ran.stdout[ran.stdout.index("{") :]) == {"topic": "timeouts", "words": 11}

@@ -24,6 +24,8 @@ every engine — goes through the same layers::
   ``retry_condition_fn``), Prefect carries it out.
 * **breaker → limits → timeout → call** is :func:`guarded_call`; the limits are the
   engine's (Prefect's global ones, or in-process).
+* **call** goes through :func:`beluga_flows.core.streams.drainer`: a streaming step's
+  generator is iterated there (chunks streamed live, whole generation timed).
 
 One retry loop (:func:`retrying`, also used by chain, graph and flow retries) and one
 timeout mechanism (:func:`call_with_timeout`, also the chain's and a flow body's).
