@@ -24,7 +24,7 @@ this list and fails on an import against it, on any import circle, and on a
     2. _validate, _digest, _threads, _procs, _sync
     3. telemetry
     4. resilience
-    5. core.specs, core.hooks, engine.base, core.middleware
+    5. core.specs, core.hooks, core.streams, engine.base, core.middleware
     6. durable.live
     7. engine, engine.local, engine.prefect
     8. core, core.runnable, core.decorators, core.memory
@@ -58,6 +58,7 @@ from beluga_flows.core.decorators import Flow, FlowSpec, Step, StepSpec, flow, s
 from beluga_flows.core.hooks import Hooks
 from beluga_flows.core.memory import BufferMemory
 from beluga_flows.core.runnable import Runnable
+from beluga_flows.core.streams import emit
 from beluga_flows.definitions.actions import action, register_action
 from beluga_flows.definitions.engine import WorkflowEngine
 from beluga_flows.definitions.model import WorkflowDefinition
@@ -162,6 +163,7 @@ __all__ = [
     "configure_logging",
     "define_rate_limit",
     "delegate_by_skill",
+    "emit",
     "flow",
     "get_metrics",
     "handoff_to",

@@ -181,13 +181,19 @@ def sync_iter(factory: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
             return _submit_to(home, lambda: _next(it))
 
         agen = factory()
-        while (item := step_home(agen)) is not _DONE:
-            yield item
+        try:
+            while (item := step_home(agen)) is not _DONE:
+                yield item
+        finally:  # a consumer that stops early closes the stream (it cancels its run)
+            _submit_to(home, lambda: _close(agen))
         return
     with asyncio.Runner() as runner:
         agen = runner.run(_as_home(lambda: _make(factory)))
-        while (item := runner.run(_as_home(lambda: _next(agen)))) is not _DONE:
-            yield item
+        try:
+            while (item := runner.run(_as_home(lambda: _next(agen)))) is not _DONE:
+                yield item
+        finally:
+            runner.run(_close(agen))
 
 
 async def _make(factory: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
@@ -199,6 +205,12 @@ async def _next(it: AsyncIterator[T]) -> Any:
         return await it.__anext__()
     except StopAsyncIteration:
         return _DONE
+
+
+async def _close(it: AsyncIterator[Any]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _collect(it: AsyncIterator[T]) -> list[T]:

@@ -7,6 +7,7 @@ Usage::
     python bench/run.py --only graph  # only the graph workloads (or: --only chain)
     python bench/run.py --only definitions  # only bench/definitions.py (~1 min); replaces
                                             # its own section of RESULTS.md, keeps the rest
+    python bench/run.py --only streaming    # only bench/streaming.py (~1 min), the same way
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
 quiet machine; then one real Prefect server is started and the Prefect runners
@@ -60,7 +61,13 @@ GRAPH_WORKLOADS = (
     "graph10k-inline",
 )
 WORKLOADS = CHAIN_WORKLOADS + GRAPH_WORKLOADS
-GROUPS = {"chain": CHAIN_WORKLOADS, "graph": GRAPH_WORKLOADS, "workflow": (), "definitions": ()}
+GROUPS = {
+    "chain": CHAIN_WORKLOADS,
+    "graph": GRAPH_WORKLOADS,
+    "workflow": (),
+    "definitions": (),
+    "streaming": (),
+}
 SCALE_WORKLOADS = ("graph1k-inline", "graph10k-inline")  # one table for both
 LONG_WORKLOADS = ("chain50-io", "fanout100-max10")  # runs of >= 0.5 s: fewer samples
 FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
@@ -395,6 +402,7 @@ def markdown(bench: Bench) -> str:
     parts += workflow_markdown(bench)
     parts += workflow_load_markdown(bench)
     parts += definitions_markdown(bench)
+    parts += streaming_markdown(bench)
     parts.append(NOTES)
     return "\n".join(parts)
 
@@ -432,10 +440,12 @@ NOTES = """## How to read this
 """
 
 
-def side_bench(bench: Bench, script: str, key: str, timeout: float = 600) -> None:
+def side_bench(
+    bench: Bench, script: str, key: str, timeout: float = 600, args: tuple[str, ...] = ()
+) -> None:
     """Another bench script in its own process; its output goes to ``bench.meta[key]``."""
     done = subprocess.run(
-        [sys.executable, str(HERE / script)],
+        [sys.executable, str(HERE / script), *args],
         capture_output=True,
         text=True,
         check=True,
@@ -624,13 +634,31 @@ DEFINITION_RUNNERS = {
 }
 
 
-def splice_definitions(report: str, section: list[str]) -> str:
-    """``report`` with its definitions section replaced by ``section`` (or inserted
-    before "## How to read this"); every other line of the report is kept."""
+STREAMING_BEGIN = "<!-- streaming: written by bench/run.py, from bench/streaming.py -->"
+STREAMING_END = "<!-- streaming: end -->"
+
+
+def streaming_markdown(bench: Bench) -> list[str]:
+    """The streaming section: what bench/streaming.py wrote, between its markers."""
+    r = bench.meta.get("streaming")
+    if not r:
+        return []
+    return [STREAMING_BEGIN, *r["markdown"], STREAMING_END + "\n"]
+
+
+def splice_definitions(
+    report: str,
+    section: list[str],
+    begin: str = DEFINITIONS_BEGIN,
+    end: str = DEFINITIONS_END,
+) -> str:
+    """``report`` with its section between ``begin`` and ``end`` (the definitions one
+    by default) replaced by ``section`` (or inserted before "## How to read this");
+    every other line of the report is kept."""
     block = "\n".join(section)
-    if DEFINITIONS_BEGIN in report and DEFINITIONS_END in report:
-        head, _, rest = report.partition(DEFINITIONS_BEGIN)
-        _, _, tail = rest.partition(DEFINITIONS_END + "\n")
+    if begin in report and end in report:
+        head, _, rest = report.partition(begin)
+        _, _, tail = rest.partition(end + "\n")
         return head + block + tail
     head, mark, tail = report.partition("## How to read this")
     if not mark:
@@ -699,6 +727,9 @@ def main(argv: list[str] | None = None) -> None:
             side_bench(bench, "definitions.py", "definitions")
             text = bench.meta["definitions"]
             bench.meta["definitions"] = json.loads(text.splitlines()[-1])
+        if not args.only or args.only == "streaming":
+            side_bench(bench, "streaming.py", "streaming", args=("--prefect",))
+            bench.meta["streaming"] = json.loads(bench.meta["streaming"].splitlines()[-1])
         measure_all(bench, set(args.runners.split(",")), workloads)
         if not args.only or args.only == "chain":
             side_bench(bench, "breaker_overhead.py", "breaker")
@@ -716,6 +747,11 @@ def main(argv: list[str] | None = None) -> None:
         section = definitions_markdown(bench)
         print("\n" + "\n".join(section))
         args.out.write_text(splice_definitions(args.out.read_text(), section))
+    elif args.only == "streaming" and args.out.exists():
+        section = streaming_markdown(bench)
+        print("\n" + "\n".join(section))
+        report = args.out.read_text()
+        args.out.write_text(splice_definitions(report, section, STREAMING_BEGIN, STREAMING_END))
     else:
         text = markdown(bench)
         print("\n" + text)

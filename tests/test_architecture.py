@@ -62,6 +62,7 @@ EXPORTED = [
     "configure_logging",
     "define_rate_limit",
     "delegate_by_skill",
+    "emit",
     "flow",
     "get_metrics",
     "handoff_to",

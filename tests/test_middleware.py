@@ -17,6 +17,7 @@ ALLOWED = {
     "beluga_flows.telemetry",
     "beluga_flows.core.specs",
     "beluga_flows.core.hooks",
+    "beluga_flows.core.streams",
     "beluga_flows.engine.base",
 }
 

@@ -3,13 +3,14 @@
 It starts the local Prefect server (SQLite, under ``$BELUGA_FLOWS_HOME``), serves the
 example deployments of ``deployments/`` in a background process (a one-minute
 interval and an hourly cron), runs every example once (a chain, a graph, the
-resilience example, the order workflow and the enterprise orchestrator, both
-approved through a signal, and the onboarding definition: one durable run approved
-through a signal, one that fails at provisioning and rolls back, and
-``flows/orchestrated.py``: an Orchestrator's chains under admission control) and prints
-where to see each run, then a one-line summary of the process's metrics
-(``bf.get_metrics()``). The server and the schedules keep running afterwards;
-``beluga-flows server --stop`` stops both. Ctrl-C stops the demo cleanly.
+resilience example, a graph streaming a fake LLM's tokens live, the order workflow
+and the enterprise orchestrator, both approved through a signal, and the onboarding
+definition: one durable run approved through a signal, one that fails at
+provisioning and rolls back, and ``flows/orchestrated.py``: an Orchestrator's chains
+under admission control) and prints where to see each run, then a one-line summary
+of the process's metrics (``bf.get_metrics()``). The server and the schedules keep
+running afterwards; ``beluga-flows server --stop`` stops both. Ctrl-C stops the demo
+cleanly.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DEMOS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("flows/sales_report.py:sales_report", {"csv_path": "flows/data/sales.csv"}),
     ("flows/resilient_fetch.py:resilient_fetch", {}),
     ("flows/research_assistant.py:research", {}),
+    ("flows/streaming_llm.py:streaming_llm", {}),  # prints its tokens as they stream
 )
 # The demo also runs flows/order_workflow.py:orders (see _demo_order),
 # flows/enterprise_orchestrator.py:enterprise (see _demo_enterprise) and the

@@ -18,15 +18,17 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, overload
 
 from beluga_flows import _sync
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows._validate import tags as check_tags
+from beluga_flows.core import streams
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.core.specs import FlowSpec, StepSpec
 from beluga_flows.engine import current_engine, get_engine
@@ -70,13 +72,17 @@ class Step(Runnable):
     awaitable, and so does calling a sync step from async code (an event loop
     running in the caller's thread): its function runs in a worker thread while
     the loop goes on. ``invoke(input)`` passes ``input`` as the single argument.
+
+    A generator function (async or sync) is a *streaming step*: invoked, it returns
+    the list of its chunks (a ``str`` when every chunk is one); ``astream`` and a
+    streamed graph (``stream_mode="messages"``) get the chunks as they are yielded.
     """
 
     def __init__(self, fn: Callable[..., Any], spec: StepSpec) -> None:
         self.fn = fn
         self.spec = spec
         self.name = spec.name
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -93,6 +99,17 @@ class Step(Runnable):
 
     async def ainvoke(self, input: Any, **opts: Any) -> Any:
         return await current_engine().run_step(self, (input,), {})
+
+    async def astream(self, input: Any, **opts: Any) -> AsyncGenerator[Any, None]:
+        """A streaming step's chunks as they are yielded (any other step: its output)."""
+        if not self.spec.streaming:
+            async for item in super().astream(input, **opts):
+                yield item
+            return
+        run = functools.partial(self.ainvoke, input, **opts)
+        async with contextlib.aclosing(streams.live(run, ("messages",), own_only=True)) as events:
+            async for _, (_, chunk) in events:
+                yield chunk
 
     def __repr__(self) -> str:
         return f"<step {self.name!r}>"
@@ -178,6 +195,7 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         tags=check_tags(owner, options["tags"]),
         track=_OVERRIDABLE["track"](owner, options["track"]),
         circuit_breaker=_breaker(owner, options["circuit_breaker"]),
+        streaming=streams.is_streaming(fn),
         **_limits(owner, options),
     )
 

@@ -24,6 +24,8 @@ every engine — goes through the same layers::
   ``retry_condition_fn``), Prefect carries it out.
 * **breaker → limits → timeout → call** is :func:`guarded_call`; the limits are the
   engine's (Prefect's global ones, or in-process).
+* **call** goes through :func:`beluga_flows.core.streams.drainer`: a streaming step's
+  generator is iterated there (chunks streamed live, whole generation timed).
 
 One retry loop (:func:`retrying`, also used by chain, graph and flow retries) and one
 timeout mechanism (:func:`call_with_timeout`, also the chain's and a flow body's).
@@ -53,6 +55,7 @@ from beluga_flows import _sync, telemetry
 from beluga_flows._digest import digest
 from beluga_flows.core.hooks import Hooks, run_hooked
 from beluga_flows.core.specs import FlowLike, StepLike
+from beluga_flows.core.streams import drainer
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.resilience.breaker import get_breaker
 from beluga_flows.resilience.retry import RetryPolicy
@@ -97,7 +100,9 @@ _MEMO: weakref.WeakKeyDictionary[StepLike, dict[str, Any]] = weakref.WeakKeyDict
 
 
 async def call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call a user function: await it if async, else run it in a worker thread."""
+    """Call a user function: await it if async, else run it in a worker thread (a
+    generator function streams its chunks: :func:`beluga_flows.core.streams.drainer`)."""
+    fn = drainer(fn)
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
     ctx = _sync.thread_context(asyncio.get_running_loop())
@@ -131,6 +136,7 @@ async def call_with_timeout(
     """
     if timeout is None:
         return await call(fn, args, kwargs)
+    fn = drainer(fn)  # a streaming step: the timeout bounds the whole generation
     ctx = _sync.thread_context(asyncio.get_running_loop())
     holder: dict[str, Any] = {}
     job: concurrent.futures.Future[Any] | None = None
@@ -303,7 +309,7 @@ async def guarded_call(
     spec = step.spec
 
     async def timed() -> Any:
-        if spec.timeout is None and step.is_async:
+        if spec.timeout is None and step.is_async and not spec.streaming:
             return await step.fn(*args, **kwargs)
         return await call_with_timeout(
             step.fn, args, kwargs, spec.timeout, op="step", name=spec.name

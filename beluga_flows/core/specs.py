@@ -40,6 +40,8 @@ class StepSpec:
     concurrency: str | None = None
     max_concurrency: int | None = None
     rate_limit: str | None = None
+    # A generator function (async or sync): its chunks are streamed as it yields them.
+    streaming: bool = False
 
     @property
     def limited(self) -> bool:
@@ -55,6 +57,7 @@ class StepSpec:
             and not self.cache
             and self.circuit_breaker is None
             and not self.limited
+            and not self.streaming
         )
 
 
@@ -92,7 +95,7 @@ class StepLike(Protocol):
 
     @property
     def is_async(self) -> bool:
-        """Whether ``fn`` is a coroutine function."""
+        """Whether calling ``fn`` must be awaited (a coroutine or async-generator function)."""
 
 
 class FlowLike(Protocol):

@@ -23,12 +23,15 @@ to the flow run as a markdown artifact.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any
 
 from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
+from beluga_flows.core import streams
 from beluga_flows.core.decorators import Step, derive, step
 from beluga_flows.core.hooks import Hooks, check_hooks
 from beluga_flows.core.runnable import Runnable
@@ -188,6 +191,14 @@ class Graph(Runnable):
         """Compile and run (see :meth:`CompiledGraph.ainvoke`)."""
         return await self.compile().ainvoke(input, **opts)
 
+    async def astream(
+        self, input: Any, stream_mode: Any = "values", **opts: Any
+    ) -> AsyncGenerator[Any, None]:
+        """Compile and stream (see :meth:`CompiledGraph.astream`)."""
+        async with contextlib.aclosing(self.compile().astream(input, stream_mode, **opts)) as items:
+            async for item in items:
+                yield item
+
     def draw_mermaid(self) -> str:
         """The graph as a mermaid flowchart."""
         return self.compile().draw_mermaid()
@@ -256,6 +267,30 @@ class CompiledGraph(Runnable):
             )
             telemetry.record_value(sp, "output", result)
             return result
+
+    async def astream(
+        self, input: Any, stream_mode: Any = "values", **opts: Any
+    ) -> AsyncGenerator[Any, None]:
+        """Run on ``input`` and yield *while it runs* (``stream`` is the sync twin).
+
+        ``stream_mode``: ``"values"`` (the default) → a copy of the whole state after
+        each node execution's update is merged; ``"updates"`` → ``(node, update)`` as
+        each node execution ends; ``"custom"`` → what nodes and steps pass to
+        :func:`~beluga_flows.emit`; ``"messages"`` → ``(node, chunk)`` for every chunk
+        a streaming step yields, as it is yielded. A list of modes yields
+        ``(mode, payload)`` pairs. A failure is raised after what came before it; a
+        consumer that stops early cancels the run. See ``docs/streaming.md``.
+
+        Example::
+
+            async for node, update in graph.astream({"q": "..."}, stream_mode="updates"):
+                print(node, update)
+        """
+        modes, single = streams.stream_modes(stream_mode)
+        run = functools.partial(self.ainvoke, input, **opts)
+        async with contextlib.aclosing(streams.live(run, modes)) as events:
+            async for mode, payload in events:
+                yield payload if single else (mode, payload)
 
     async def _body(self, engine: Engine, state: dict[str, Any]) -> GraphResult:
         await engine.publish_markdown(

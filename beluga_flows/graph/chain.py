@@ -24,12 +24,13 @@ times the ≤ 10 µs per inline step that a chain is held to.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any, cast
 
 from beluga_flows import telemetry
 from beluga_flows._validate import config_error, non_negative_int, seconds
-from beluga_flows.core import middleware
+from beluga_flows.core import middleware, streams
 from beluga_flows.core.decorators import as_step
 from beluga_flows.core.hooks import Hooks, check_hooks
 from beluga_flows.core.memory import BufferMemory
@@ -237,7 +238,8 @@ class Chain(Runnable):
         return output
 
     async def astream(self, input: Any, **opts: Any) -> AsyncIterator[Any]:
-        """Run all steps but the last, then stream the last step's output."""
+        """Run all steps but the last, then stream the last step's output (a streaming
+        step's chunks as they are yielded)."""
         if not self.steps:
             yield self.prepare_input(input)
             return
@@ -246,11 +248,16 @@ class Chain(Runnable):
         engine = get_engine(opts.get("provider") or self.provider)
         with use_engine(engine):
             chunks = []
-            async for chunk in last.astream(value):
-                chunks.append(chunk)
-                yield chunk
+            chunks_of = cast(AsyncGenerator[Any, None], last.astream(value))
+            async with contextlib.aclosing(chunks_of) as stream:
+                async for chunk in stream:
+                    chunks.append(chunk)
+                    yield chunk
         if self.memory is not None:
-            output = chunks[0] if len(chunks) == 1 else chunks
+            if getattr(getattr(last, "spec", None), "streaming", False):
+                output = streams.joined(chunks)  # what invoking the streaming step returns
+            else:
+                output = chunks[0] if len(chunks) == 1 else chunks
             self.memory.save_context(_memory_inputs(first, self.memory), self._outputs(output))
 
     def __repr__(self) -> str:

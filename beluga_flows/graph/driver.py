@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from beluga_flows.core import middleware
+from beluga_flows.core import middleware, streams
 from beluga_flows.engine import Engine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
 from beluga_flows.graph.plan import GraphReport, GraphResult, Plan
@@ -32,9 +32,10 @@ _SITE_NAME = {"definition.step": "workflow.name"}
 async def drive(plan: Plan, engine: Engine, state: dict[str, Any]) -> GraphResult:
     """Run ``plan`` on ``state`` with ``engine`` in force, retried under the plan's
     retry policy (each attempt starts again from ``state``)."""
+    sink = streams.claim()  # the live stream of this graph, when it is streamed
     with use_engine(engine):
         return await middleware.retrying(
-            lambda: GraphRun(plan, engine, state).drive(),
+            lambda: GraphRun(plan, engine, state, sink).drive(),
             plan.retry_policy,
             sleep=engine.sleep,
             rng=engine.rng,
@@ -44,9 +45,12 @@ async def drive(plan: Plan, engine: Engine, state: dict[str, Any]) -> GraphResul
 class GraphRun:
     """One attempt of one invocation: carries out the scheduler's commands."""
 
-    def __init__(self, plan: Plan, engine: Engine, state: dict[str, Any]) -> None:
+    def __init__(
+        self, plan: Plan, engine: Engine, state: dict[str, Any], sink: streams.Sink | None = None
+    ) -> None:
         self.plan = plan
         self.engine = engine
+        self.sink = sink
         self.sched = Scheduler(plan, state)
         self.tasks: dict[asyncio.Future[Any], str] = {}
 
@@ -80,7 +84,10 @@ class GraphRun:
         if err is not None:
             await self._apply(self.sched.failed(node, err))
         else:
-            await self._apply(self.sched.finished(node, task.result()))
+            commands = self.sched.finished(node, task.result())
+            if self.sink is not None and self.sched.fatal is None:
+                self.sink.node_finished(node, task.result(), self.sched.state)
+            await self._apply(commands)
 
     def _timed_out(self) -> None:
         self.sched.abort(
@@ -109,19 +116,18 @@ class GraphRun:
 
     async def _run_node(self, cmd: StartNode) -> dict[str, Any] | None:
         middleware.RUN_LABEL.set(f"{cmd.node}-{cmd.iteration}")
+        streams.NODE.set(cmd.node)  # what its streamed chunks are reported under
         site = {
             _SITE_NAME.get(self.plan.site, "graph.name"): self.plan.name,
             "step.name": cmd.node,
             "node.iteration": cmd.iteration,
         }
+        runner = self.plan.runners[cmd.node]
         updates = await middleware.run_member(
-            self.engine,
-            self.plan.runners[cmd.node],
-            cmd.state,
-            self.plan.site,
-            site,
-            self.plan.hooks,
+            self.engine, runner, cmd.state, self.plan.site, site, self.plan.hooks
         )
+        if getattr(getattr(runner, "spec", None), "streaming", False):
+            updates = {cmd.node: updates}  # a streaming step's value is its node's update
         if updates is not None and not isinstance(updates, Mapping):
             raise OrchestratorError(
                 "graph",
