@@ -3,7 +3,7 @@
 Every step call — a bare step, a graph node, a chain member, a workflow step, on
 every engine — goes through the same layers::
 
-    telemetry ─▶ retry ─▶ circuit breaker ─▶ limits ─▶ timeout ─▶ your function
+    telemetry ─▶ fallback ─▶ retry ─▶ circuit breaker ─▶ limits ─▶ timeout ─▶ your function
 
 * **telemetry** (:func:`observed`) is outermost: one ``step`` span per call
   (``step.name``, ``step.engine``, ``step.attempts``, ``step.status``), the
@@ -13,6 +13,9 @@ every engine — goes through the same layers::
   :mod:`beluga_flows.telemetry` knows how to record them. Chains and graphs add their
   ``chain.step`` / ``graph.node`` span around it through :func:`run_member`, the one
   way a chain, graph, router or scatter/gather runs a member.
+* **fallback** (:mod:`beluga_flows.resilience.fallback`): a step's ``fallback=``
+  stands in for the error that ends the call (on Prefect, the last task-run attempt
+  applies it, and the adapter knows which one is last).
 * **retry** (:func:`retrying`) wraps each attempt: the breaker, the limits and the
   timeout apply again per attempt. The design sketch draws breaker and limits outside the
   retry; the code teaches otherwise: ``CIRCUIT_BREAKER_OPEN`` and
@@ -53,6 +56,7 @@ from beluga_flows import _sync, telemetry
 from beluga_flows._digest import digest
 from beluga_flows.core.specs import FlowLike, StepLike
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.resilience import fallback, providers
 from beluga_flows.resilience.breaker import get_breaker
 from beluga_flows.resilience.retry import RetryPolicy
 
@@ -260,9 +264,10 @@ async def run_inline(
     kwargs: dict[str, Any],
     *,
     observe: bool = True,
+    fall_back: bool = True,
 ) -> Any:
     """A step call in-process, without a task run: the whole stack (``observe=False``:
-    the telemetry layer is already around it)."""
+    the telemetry layer is already around it; ``fall_back=False``: the fallback layer)."""
     spec = step.spec
     if observe and telemetry.observed():
         return await telemetry.observe_step(
@@ -270,6 +275,9 @@ async def run_inline(
             engine.name,
             lambda: run_inline(engine, step, args, kwargs, observe=False),
         )
+    if fall_back and spec.fallback is not None:
+        inner = functools.partial(run_inline, engine, step, args, kwargs, observe=False)
+        return await fallback.guard(spec.name, spec.fallback, lambda: inner(fall_back=False))
     unbounded = _FLOW_LIMIT.get() is None
     if spec.plain and unbounded:  # the hot path of inline glue steps
         if step.is_async:
@@ -285,7 +293,7 @@ async def run_inline(
             result = await retrying(
                 lambda: guarded_call(engine, step, args, kwargs),
                 spec.retry_policy,
-                sleep=engine.sleep,
+                sleep=providers.retry_sleep(engine.sleep, spec.provider),
                 rng=engine.rng,
                 on_retry=functools.partial(note_retry, spec.name),
             )
