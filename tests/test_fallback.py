@@ -188,3 +188,38 @@ async def _state_names(task_run_id: Any) -> list[str]:
     async with get_client() as client:
         states = await client.read_task_run_states(task_run_id)
     return [s.name for s in sorted(states, key=lambda s: s.timestamp)]
+
+
+def test_a_workflow_step_records_its_fallback_as_its_result(prefect_server: Any) -> None:
+    calls: list[int] = []
+
+    @bf.step(retry_policy=bf.RetryPolicy(max_attempts=2, initial_delay=0), fallback="default")
+    def lookup(x: int) -> str:
+        calls.append(x)
+        raise ConnectionError("down")
+
+    def body(x: int) -> str:
+        return f"got {lookup(x)}"
+
+    wf = bf.Workflow(body, name=unique("wf-fallback"), mode="in_process")
+    wid = unique("fallback-run")
+    wf.execute(7, workflow_id=wid)
+    assert wf.get_result(wid, timeout=60) == "got default"
+    assert calls == [7, 7]
+
+
+def test_a_fallback_is_never_cached(engine: str) -> None:
+    calls: list[int] = []
+
+    @bf.step(cache=True, fallback="default")
+    def lookup(x: int) -> str:
+        calls.append(x)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return f"real {x}"
+
+    x = uuid.uuid4().int % 10**9
+    assert lookup(x) == "default"
+    assert lookup(x) == f"real {x}"  # the same input runs again: no fallback was cached
+    assert lookup(x) == f"real {x}"  # the real result was
+    assert calls == [x, x]

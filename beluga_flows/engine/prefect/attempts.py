@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.states import Completed
+from prefect.transactions import get_transaction
 
 from beluga_flows.core import middleware
 from beluga_flows.core.specs import StepSpec
@@ -61,7 +63,18 @@ async def fallback_state(spec: StepSpec, err: BaseException, attempt: int) -> St
     if not await _last(spec.retry_policy, attempt, err):
         return None
     value = await fallback.fall_back(spec.name, spec.fallback, err)
+    _not_cached()
     return Completed(data=value, message=fallback.message(err))
+
+
+def _not_cached() -> None:
+    """A fallback is no result to reuse for the same inputs: a ``cache=True`` step's
+    task run does not write it to its cache. (A workflow step's record, kept under
+    its durable key, does keep it: a replay sees what the run saw.)"""
+    ctx, txn = TaskRunContext.get(), get_transaction()
+    if ctx is None or txn is None or isinstance(ctx.task.cache_policy, CacheKeyFnPolicy):
+        return
+    txn.write_on_commit = False
 
 
 def mapped(result: Any, fn: Callable[[Any], Any]) -> Any:
