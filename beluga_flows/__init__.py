@@ -108,6 +108,7 @@ from beluga_flows.orchestrator import (
 )
 from beluga_flows.resilience.breaker import CircuitBreaker, CircuitState
 from beluga_flows.resilience.limits import define_rate_limit
+from beluga_flows.resilience.providers import ProviderLimits, consume_tokens
 from beluga_flows.resilience.retry import RetryPolicy
 from beluga_flows.resilience.stores import BreakerStore, MemoryStore, RedisStore
 from beluga_flows.telemetry import configure_logging, get_metrics, init_metrics
@@ -144,6 +145,7 @@ __all__ = [
     "Orchestrator",
     "OrchestratorConfig",
     "OrchestratorError",
+    "ProviderLimits",
     "RedisStore",
     "RetryPolicy",
     "Router",
@@ -161,6 +163,7 @@ __all__ = [
     "action",
     "compensate",
     "configure_logging",
+    "consume_tokens",
     "define_rate_limit",
     "delegate_by_skill",
     "emit",

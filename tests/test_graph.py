@@ -287,6 +287,8 @@ def _every_option_set() -> dict[str, Any]:
         "concurrency": "node-spec-slots",
         "max_concurrency": 2,
         "rate_limit": "node-spec-rate",
+        "fallback": "node-spec-fallback",
+        "provider": "node-spec-provider",
     }
 
 

@@ -673,3 +673,30 @@ def test_no_data_is_recorded_unless_record_data(
         assert any(
             SECRET in str(e.attributes) for s in spans.get_finished_spans() for e in s.events
         )
+
+
+@pytest.mark.parametrize("engine", ["local", "prefect"])
+def test_a_fallback_is_counted_as_the_error_it_replaced(
+    spans: InMemorySpanExporter, engine: str, request: pytest.FixtureRequest
+) -> None:
+    if engine == "prefect":
+        request.getfixturevalue("prefect_server")
+    name = f"fb-{engine}-{uuid.uuid4().hex[:6]}"
+    policy = bf.RetryPolicy(max_attempts=2, initial_delay=0, jitter=0)
+
+    @bf.step(name=name, retry_policy=policy, fallback="default")
+    def down() -> str:
+        raise ConnectionError("down")
+
+    with bf.use_engine(engine):
+        assert down() == "default"
+
+    [sp] = step_spans(spans, name)
+    assert sp.attributes["step.status"] == "fallback" and sp.attributes["step.fallback"] is True
+    assert sp.attributes["step.attempts"] == 2
+    assert sp.attributes["error.code"] == "execution_failed"
+    assert [e.name for e in sp.events] == ["retry", "fallback"]
+    assert step_points("executions", name) == [({"step.name": name, "success": False}, 1)]
+    assert step_points("errors", name) == [
+        ({"step.name": name, "error.code": "execution_failed"}, 1)
+    ]

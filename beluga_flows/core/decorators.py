@@ -32,7 +32,9 @@ from beluga_flows.core import streams
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.core.specs import FlowSpec, StepSpec
 from beluga_flows.engine import current_engine, get_engine
+from beluga_flows.resilience import fallback as fallbacks
 from beluga_flows.resilience.breaker import CircuitBreaker
+from beluga_flows.resilience.providers import ProviderLimits
 from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = ["Flow", "FlowSpec", "Step", "StepSpec", "as_step", "derive", "flow", "step"]
@@ -196,6 +198,7 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         track=_OVERRIDABLE["track"](owner, options["track"]),
         circuit_breaker=_breaker(owner, options["circuit_breaker"]),
         streaming=streams.is_streaming(fn),
+        fallback=fallbacks.check(owner, options["fallback"]),
         **_limits(owner, options),
     )
 
@@ -213,10 +216,14 @@ def _limits(owner: str, options: dict[str, Any]) -> dict[str, Any]:
         positive_int(owner, "max_concurrency", slots)
         if name is None:
             raise config_error(owner, "max_concurrency needs concurrency=<limit name>")
+    provider = options["provider"]
+    if not isinstance(provider, ProviderLimits):
+        provider = _limit_name(owner, "provider", provider)  # declared by call time
     return {
         "concurrency": name,
         "max_concurrency": slots,
         "rate_limit": _limit_name(owner, "rate_limit", options["rate_limit"]),
+        "provider": provider,
     }
 
 
@@ -249,6 +256,8 @@ def step(
     cache: bool = ...,
     tags: Any = ...,
     track: bool = ...,
+    fallback: Any = ...,
+    provider: str | ProviderLimits | None = ...,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -266,18 +275,27 @@ def step(
     cache: bool = False,
     tags: Any = (),
     track: bool = True,
+    fallback: Any = None,
+    provider: str | ProviderLimits | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a step: a Prefect task run with retries and a timeout.
 
     ``retries=n`` is shorthand for ``RetryPolicy(max_attempts=n + 1)`` (exponential
     backoff from 0.5 s); ``timeout`` (seconds or ``timedelta``) bounds each attempt
     and raises ``TIMEOUT``; ``track=False`` runs inline without a task run, same
-    policies. Bad options raise ``INVALID_CONFIG`` here, not at run time.
+    policies. ``fallback`` (a value, or a callable given the error) is returned
+    instead of raising after the last attempt fails; ``provider`` (a
+    :class:`~beluga_flows.ProviderLimits` name, or one) makes every attempt take
+    that provider's rpm / concurrency budgets. Bad options raise ``INVALID_CONFIG``
+    here, not at run time.
 
     Example::
 
         @bf.step(retry_policy=bf.RetryPolicy(max_attempts=5), timeout=10)
         def fetch(url: str) -> bytes: ...
+
+        @bf.step(provider="openai", retries=2, fallback=lambda err: "(no answer)")
+        async def ask(q: str) -> str: ...
     """
     options = dict(
         name=name,
@@ -292,6 +310,8 @@ def step(
         cache=cache,
         tags=tags,
         track=track,
+        fallback=fallback,
+        provider=provider,
     )
 
     def decorate(f: Callable[..., Any]) -> Step:

@@ -3,7 +3,7 @@
 Every step call — a bare step, a graph node, a chain member, a workflow step, on
 every engine — goes through the same layers::
 
-    telemetry ─▶ retry ─▶ circuit breaker ─▶ limits ─▶ timeout ─▶ your function
+    telemetry ─▶ fallback ─▶ retry ─▶ circuit breaker ─▶ limits ─▶ timeout ─▶ your function
 
 * **telemetry** (:func:`observed`) is outermost: one ``step`` span per call
   (``step.name``, ``step.engine``, ``step.attempts``, ``step.status``), the
@@ -13,11 +13,12 @@ every engine — goes through the same layers::
   :mod:`beluga_flows.telemetry` knows how to record them. Chains and graphs add their
   ``chain.step`` / ``graph.node`` span around it through :func:`run_member`, the one
   way a chain, graph, router or scatter/gather runs a member.
-* **retry** (:func:`retrying`) wraps each attempt: the breaker, the limits and the
-  timeout apply again per attempt. The design sketch draws breaker and limits outside the
-  retry; the code teaches otherwise: ``CIRCUIT_BREAKER_OPEN`` and
-  ``RESOURCE_EXHAUSTED`` are retryable so that a retry *waits* for a breaker to
-  recover or a slot to free up, a slot held across a backoff would starve other
+* **fallback** (:mod:`beluga_flows.resilience.fallback`): a step's ``fallback=``
+  stands in for the error that ends the call (on Prefect, the last task-run attempt
+  applies it, and the adapter knows which one is last).
+* **retry** (:func:`retrying`) wraps each attempt, so the breaker, the limits and the
+  timeout apply per attempt: a retry *waits* for a breaker to recover or a slot to
+  free up (both codes are retryable), a slot held across a backoff would starve other
   calls, and on Prefect every attempt is a task run that must hold its own slot.
   On Prefect the retries are Prefect's task-run retries (visible as *Retrying*
   states): the policy decides (:func:`retry_decision`, called from the adapter's
@@ -32,10 +33,9 @@ timeout mechanism (:func:`call_with_timeout`, also the chain's and a flow body's
 The graph's own deadline stays in its driver loop: it is a deadline on a scheduler
 that must report which nodes were still running, not on one call.
 
-With no OpenTelemetry SDK installed there is nobody to record a span or a metric:
-the telemetry layer then costs two attribute reads
-(:func:`beluga_flows.telemetry.observed`), so a policy-free inline step stays a
-plain function call (the bench's inline chain: ~1-2 µs per step).
+With no OpenTelemetry SDK installed the telemetry layer costs two attribute reads
+(:func:`beluga_flows.telemetry.observed`): a policy-free inline step stays a plain
+function call (the bench's inline chain: ~1-2 µs per step).
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from beluga_flows.core.hooks import Hooks, run_hooked
 from beluga_flows.core.specs import FlowLike, StepLike
 from beluga_flows.core.streams import drainer
 from beluga_flows.errors import ErrorCode, OrchestratorError
+from beluga_flows.resilience import fallback, providers
 from beluga_flows.resilience.breaker import get_breaker
 from beluga_flows.resilience.retry import RetryPolicy
 
@@ -267,9 +268,10 @@ async def run_inline(
     kwargs: dict[str, Any],
     *,
     observe: bool = True,
+    fall_back: bool = True,
 ) -> Any:
     """A step call in-process, without a task run: the whole stack (``observe=False``:
-    the telemetry layer is already around it)."""
+    the telemetry layer is already around it; ``fall_back=False``: the fallback layer)."""
     spec = step.spec
     if observe and telemetry.observed():
         return await telemetry.observe_step(
@@ -277,6 +279,9 @@ async def run_inline(
             engine.name,
             lambda: run_inline(engine, step, args, kwargs, observe=False),
         )
+    if fall_back and spec.fallback is not None:
+        inner = functools.partial(run_inline, engine, step, args, kwargs, observe=False)
+        return await fallback.guard(spec.name, spec.fallback, lambda: inner(fall_back=False))
     unbounded = _FLOW_LIMIT.get() is None
     if spec.plain and unbounded:  # the hot path of inline glue steps
         if step.is_async:
@@ -292,7 +297,7 @@ async def run_inline(
             result = await retrying(
                 lambda: guarded_call(engine, step, args, kwargs),
                 spec.retry_policy,
-                sleep=engine.sleep,
+                sleep=providers.retry_sleep(engine.sleep, spec.provider),
                 rng=engine.rng,
                 on_retry=functools.partial(note_retry, spec.name),
             )

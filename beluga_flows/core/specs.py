@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from beluga_flows.resilience.breaker import CircuitBreaker
+from beluga_flows.resilience.providers import ProviderLimits
 from beluga_flows.resilience.retry import RetryPolicy
 
 __all__ = ["FlowLike", "FlowSpec", "StepLike", "StepSpec"]
@@ -42,11 +43,16 @@ class StepSpec:
     rate_limit: str | None = None
     # A generator function (async or sync): its chunks are streamed as it yields them.
     streaming: bool = False
+    # What the step returns instead of raising after its last attempt (None: nothing).
+    fallback: Any = field(default=None, compare=False)
+    provider: str | ProviderLimits | None = None
 
     @property
     def limited(self) -> bool:
-        """Whether calls take a concurrency slot or a rate-limit token."""
-        return self.concurrency is not None or self.rate_limit is not None
+        """Whether calls take a concurrency slot, a rate-limit token or provider limits."""
+        return (
+            self.concurrency is not None or self.rate_limit is not None or self.provider is not None
+        )
 
     @functools.cached_property
     def plain(self) -> bool:
@@ -58,6 +64,7 @@ class StepSpec:
             and self.circuit_breaker is None
             and not self.limited
             and not self.streaming
+            and self.fallback is None
         )
 
 

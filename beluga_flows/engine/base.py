@@ -66,7 +66,9 @@ class Engine(Protocol):
 
     def limits(self, spec: StepSpec) -> AbstractAsyncContextManager[None]:
         """Hold the step's concurrency slot and rate-limit token for the body
-        (``RESOURCE_EXHAUSTED`` when none comes within the step's timeout)."""
+        (``RESOURCE_EXHAUSTED`` when none comes within the step's timeout), and its
+        provider's budgets (:func:`beluga_flows.resilience.providers.hold` on the
+        engine's backend: ``RATE_LIMIT_EXCEEDED``)."""
 
 
 def input_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:

@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.engine.base import Engine, Sleep
+from beluga_flows.resilience import providers
 from beluga_flows.resilience.limits import LocalLimits
 from beluga_flows.resilience.retry import RetryPolicy
 
 # One set of in-process limits per process, as Prefect's are one per server.
 LOCAL_LIMITS = LocalLimits()
+LOCAL_PROVIDERS = providers.LocalProviders()
 
 __all__ = ["LocalEngine"]
 
@@ -78,12 +80,15 @@ class LocalEngine(Engine):
 
     @contextlib.asynccontextmanager
     async def limits(self, spec: StepSpec) -> AsyncIterator[None]:
-        if spec.rate_limit is not None:
-            await LOCAL_LIMITS.take_rate(spec.rate_limit, spec.timeout)
-        if spec.concurrency is None:
-            yield
-            return
-        async with LOCAL_LIMITS.hold(spec.concurrency, spec.max_concurrency, spec.timeout):
+        async with contextlib.AsyncExitStack() as stack:
+            if spec.provider is not None:
+                held = providers.hold(LOCAL_PROVIDERS, spec.provider, spec.timeout)
+                await stack.enter_async_context(held)
+            if spec.rate_limit is not None:
+                await LOCAL_LIMITS.take_rate(spec.rate_limit, spec.timeout)
+            if spec.concurrency is not None:
+                slot = LOCAL_LIMITS.hold(spec.concurrency, spec.max_concurrency, spec.timeout)
+                await stack.enter_async_context(slot)
             yield
 
     def __repr__(self) -> str:

@@ -22,7 +22,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from beluga_flows._validate import config_error, positive_int
@@ -31,6 +31,8 @@ from beluga_flows.errors import ErrorCode, OrchestratorError
 __all__ = [
     "LocalLimits",
     "RateLimit",
+    "Slots",
+    "TokenBucket",
     "define_rate_limit",
     "exhausted",
     "missing",
@@ -95,7 +97,7 @@ def exhausted(kind: str, name: str, timeout: float | None) -> OrchestratorError:
     )
 
 
-class _Slots:
+class Slots:
     """A counting semaphore usable from any thread and event loop."""
 
     def __init__(self, limit: int) -> None:
@@ -140,44 +142,66 @@ def _grant(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _Bucket:
-    """A token bucket: ``burst`` tokens, refilled at ``per_second``."""
+class TokenBucket:
+    """A token bucket: ``capacity`` tokens, refilled at ``per_second``, on ``clock``."""
 
-    def __init__(self, spec: RateLimit) -> None:
-        self.spec = spec
-        self.tokens = float(spec.burst)
-        self.stamp = time.monotonic()
+    def __init__(
+        self, capacity: float, per_second: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.capacity = float(capacity)
+        self.per_second = per_second
+        self.clock = clock
+        self.tokens = float(capacity)
+        self.stamp = clock()
         self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.per_second)
+        self.stamp = now
 
     def wait_time(self) -> float:
         """Take a token (0.0) or say how long until one is due."""
         with self._lock:
-            now = time.monotonic()
-            self.tokens = min(
-                self.spec.burst, self.tokens + (now - self.stamp) * self.spec.per_second
-            )
-            self.stamp = now
+            self._refill()
             if self.tokens >= 1:
                 self.tokens -= 1
                 return 0.0
-            return (1 - self.tokens) / self.spec.per_second
+            return (1 - self.tokens) / self.per_second
+
+    def reserve(self, n: float, max_wait: float | None) -> float | None:
+        """Take ``n`` tokens now, in advance if need be: the seconds until they are
+        due (0.0: at once), or ``None`` (nothing taken) if that is past ``max_wait``.
+        Reserving keeps waiters in the order they came."""
+        with self._lock:
+            self._refill()
+            wait = max(0.0, (n - self.tokens) / self.per_second)
+            if max_wait is not None and wait > max_wait:
+                return None
+            self.tokens -= n
+            return wait
+
+    def refund(self, n: float) -> None:
+        """Give back ``n`` reserved tokens (their waiter gave up)."""
+        with self._lock:
+            self.tokens = min(self.capacity, self.tokens + n)
 
 
 class LocalLimits:
     """In-process concurrency and rate limits (the local engine's)."""
 
     def __init__(self) -> None:
-        self._slots: dict[str, _Slots] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self._slots: dict[str, Slots] = {}
+        self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
-    def _slots_for(self, name: str, limit: int | None) -> _Slots:
+    def _slots_for(self, name: str, limit: int | None) -> Slots:
         with self._lock:
             slots = self._slots.get(name)
             if slots is None:
                 if limit is None:
                     raise missing(name, rate=False)
-                slots = self._slots[name] = _Slots(limit)
+                slots = self._slots[name] = Slots(limit)
             return slots
 
     async def take_rate(self, name: str, timeout: float | None) -> None:
@@ -188,7 +212,7 @@ class LocalLimits:
                 spec = rate_limit_spec(name)
                 if spec is None:
                     raise missing(name, rate=True)
-                bucket = self._buckets[name] = _Bucket(spec)
+                bucket = self._buckets[name] = TokenBucket(spec.burst, spec.per_second)
         deadline = None if timeout is None else time.monotonic() + timeout
         while (delay := bucket.wait_time()) > 0:
             if deadline is not None and time.monotonic() + delay > deadline:

@@ -70,6 +70,7 @@ from beluga_flows.telemetry.runs import (
     record_value,
     span,
     start_span,
+    step_fell_back,
     step_retried,
     use_record_data,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "span",
     "start_span",
     "step_instruments",
+    "step_fell_back",
     "step_retried",
     "tracer",
     "tracing_enabled",

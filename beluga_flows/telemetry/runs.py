@@ -220,11 +220,12 @@ async def execution(
 class _StepCall:
     """What the telemetry layer learns about one step call while it runs."""
 
-    __slots__ = ("attempts", "span")
+    __slots__ = ("attempts", "fallback", "span")
 
     def __init__(self, span: Span | None) -> None:
         self.attempts = 1
         self.span = span
+        self.fallback: str | None = None  # the error code a fallback replaced
 
 
 _STEP_CALL: contextvars.ContextVar[_StepCall | None] = contextvars.ContextVar(
@@ -235,7 +236,9 @@ _STEP_CALL: contextvars.ContextVar[_StepCall | None] = contextvars.ContextVar(
 async def observe_step(name: str, engine: str, body: Callable[[], Awaitable[T]]) -> T:
     """``await body()`` as one step call: span ``step`` (``step.name``, ``step.engine``,
     then ``step.attempts``, ``step.status``), ``step.executions`` (``success``),
-    ``step.errors`` (``error.code``) and ``step.duration``."""
+    ``step.errors`` (``error.code``) and ``step.duration``. A call that returned its
+    fallback (:func:`step_fell_back`) has status ``fallback``, counts as not a
+    success, and its error is counted in ``step.errors``."""
     cm = (
         start_span("step", {"step.name": name, "step.engine": engine})
         if tracing_enabled()
@@ -249,7 +252,10 @@ async def observe_step(name: str, engine: str, body: Callable[[], Awaitable[T]])
         status, code = "cancelled", None
         try:
             result = await body()
-            status = "ok"
+            if record.fallback is None:
+                status = "ok"
+            else:
+                status, code = "fallback", record.fallback
             return result
         except Exception as err:
             status, code = "error", error_code(err)
@@ -283,6 +289,20 @@ def step_retried(name: str, err: BaseException, delay: float | None) -> None:
             record.span.add_event("retry", event)
     if metrics_enabled():
         step_instruments().retries.add(1, {"step.name": name, "error.code": code["error.code"]})
+
+
+def step_fell_back(name: str, err: BaseException) -> None:
+    """The current call of step ``name`` failed with ``err`` and returns its fallback:
+    span attributes ``step.fallback`` and ``error.code``, a ``fallback`` event; the
+    telemetry layer then counts ``err`` in ``step.errors`` (status ``fallback``)."""
+    record = _STEP_CALL.get()
+    if record is None:
+        return
+    code = error_attrs(err)
+    record.fallback = code["error.code"]
+    if record.span is not None:
+        record.span.set_attributes({"step.fallback": True, "error.code": code["error.code"]})
+        record.span.add_event("fallback", {"step.attempt": record.attempts, **code})
 
 
 def record_breaker_change(breaker: Any, old: Any, new: Any) -> None:

@@ -45,7 +45,7 @@ from beluga_flows.core import middleware
 from beluga_flows.core.specs import FlowLike, StepLike, StepSpec
 from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, Sleep, input_hash
-from beluga_flows.engine.prefect import health, history
+from beluga_flows.engine.prefect import attempts, health, history
 from beluga_flows.engine.prefect.limits import hold
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.retry import RetryPolicy
@@ -107,11 +107,16 @@ def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
             scope.begin_attempt()  # an attempt of the workflow's own step (not a nested one)
         outer = _durable.CURRENT.set(None)
         try:
+            await attempts.before_attempt(step.spec, _ENGINE.sleep)
             return await middleware.guarded_call(_ENGINE, step, args, kwargs)
         except Exception as err:
             ctx = TaskRunContext.get()
             if ctx is not None:
                 middleware.set_attempts(err, ctx.task_run.run_count)
+            # The last attempt of a step with a fallback ends Completed with it.
+            final = await attempts.fallback_state(step.spec, err, attempts.attempt_number())
+            if final is not None:
+                return final
             raise
         finally:
             _durable.CURRENT.reset(outer)
@@ -182,10 +187,11 @@ def _durable_task(step: StepLike) -> PrefectTask[..., Any]:
     if cached is None:
         run = _task_fn(step)
 
-        async def recorded(*args: Any, **kwargs: Any) -> _durable.Recorded:
+        async def recorded(*args: Any, **kwargs: Any) -> Any:  # a Recorded (or its state)
             value = await run(*args, **kwargs)
             scope = _durable.NODE.get()
-            return _durable.Recorded(value, tuple(scope.undos) if scope is not None else ())
+            undos = tuple(scope.undos) if scope is not None else ()
+            return attempts.mapped(value, lambda v: _durable.Recorded(v, undos))
 
         functools.update_wrapper(recorded, step.fn, assigned=("__name__", "__doc__"), updated=())
         options = _task_options(step) | {
@@ -209,7 +215,7 @@ async def _durable_step(
     tokens = middleware.RUN_LABEL.set(label), _STEP_KEY.set(key), _durable.NODE.set(scope)
     try:
         quoted = {k: quote(v) for k, v in kwargs.items()}
-        result = await task(*(quote(a) for a in args), **quoted)
+        result = await attempts.unwrap(await task(*(quote(a) for a in args), **quoted))
     except BaseException:
         # Its work so far happened: undone if the run compensates, even after a retry.
         # (Keyed apart from the undos a later, successful execution stores.)
@@ -320,7 +326,7 @@ class PrefectEngine(Engine):
                 # quote(): Prefect otherwise walks every argument, twice per task run,
                 # looking for futures; a graph's whole state is every node's argument.
                 quoted = {k: quote(v) for k, v in kwargs.items()}
-                return await task(*(quote(a) for a in args), **quoted)
+                return await attempts.unwrap(await task(*(quote(a) for a in args), **quoted))
 
     async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with prefect_tags("beluga:flow", *flow.spec.tags):
