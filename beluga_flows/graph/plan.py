@@ -100,6 +100,8 @@ class Plan:
     fail_fast: bool = False
     # The span around each node execution (a definition's steps: "definition.step").
     site: str = "graph.node"
+    # Attach the mermaid drawing to each Prefect flow run as an artifact (opt-in).
+    artifact: bool = False
 
     def downstream(self, node: str) -> set[str]:
         """Every node reachable from ``node`` through plain and conditional edges."""
@@ -189,6 +191,7 @@ def compile_plan(
     provider: str | Engine | None = None,
     fail_fast: bool = False,
     site: str = "graph.node",
+    artifact: bool = False,
 ) -> Plan:
     """Validate the builder's records (and its already checked run options) into a
     :class:`Plan`."""
@@ -243,6 +246,7 @@ def compile_plan(
         provider=provider,
         fail_fast=fail_fast,
         site=site,
+        artifact=artifact,
     )
     reachable = set(plan.entry)
     for n in plan.entry:
