@@ -10,6 +10,9 @@ passes through, for as long as it is entered:
 * **events**: ``EventsWorker.send`` (every ``emit_event``: task-run state changes,
   which is how Prefect 3 reports task runs, flow-run events, custom events),
   counted by event name. Events travel on the events websocket, not on HTTP.
+* **log records** sent to the API: ``APILogWorker.send``, by logger name. The worker
+  ships them in batches (``POST /logs/``) whose number depends on timing, so
+  :attr:`ApiCount.stable_requests` leaves those batches out.
 
 Buffered logs and events are sent later by their workers: :meth:`ApiCount.drain`
 flushes both before the counts are read. Used by ``bench/tracked.py`` and by the
@@ -31,6 +34,9 @@ from typing import Any
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+LOG_BATCH = "POST /logs/"
+
+
 def request_key(method: str, path: str) -> str:
     """``"POST /task_runs/{id}/set_state"`` for a request (the API prefix dropped)."""
     path = path.split("/api", 1)[-1] if "/api/" in path else path
@@ -43,12 +49,14 @@ class ApiCount:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        self.logs: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._undo: list[tuple[Any, str, Any]] = []
 
     def __enter__(self) -> ApiCount:
         from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
         from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
 
         count = self
 
@@ -74,10 +82,19 @@ class ApiCount:
 
             return send
 
+        def log_send(original: Any) -> Any:
+            def send(worker: Any, log: Any) -> Any:
+                with count._lock:
+                    count.logs[str(log.get("name"))] += 1
+                return original(worker, log)
+
+            return send
+
         for cls, name, wrap in (
             (PrefectHttpxAsyncClient, "send", async_send),
             (PrefectHttpxSyncClient, "send", sync_send),
             (EventsWorker, "send", event_send),
+            (APILogWorker, "send", log_send),
         ):
             original = cls.__dict__.get(name)
             self._undo.append((cls, name, original))
@@ -105,13 +122,23 @@ class ApiCount:
         APILogWorker.drain_all(timeout=timeout)
         EventsWorker.drain_all(timeout=timeout)
 
+    @property
+    def stable_requests(self) -> Counter[str]:
+        """The requests without the log worker's batches (``POST /logs/``)."""
+        with self._lock:
+            return Counter({k: n for k, n in self.requests.items() if k != LOG_BATCH})
+
     def reset(self) -> None:
         """Forget what was counted so far."""
         with self._lock:
             self.requests.clear()
             self.events.clear()
+            self.logs.clear()
 
-    def snapshot(self) -> tuple[Counter[str], Counter[str]]:
-        """(requests, events) counted so far (copies)."""
-        with self._lock:
-            return Counter(self.requests), Counter(self.events)
+    def totals(self) -> tuple[int, int, int]:
+        """(requests without log batches, events, log records) counted so far."""
+        return (
+            sum(self.stable_requests.values()),
+            sum(self.events.values()),
+            sum(self.logs.values()),
+        )
