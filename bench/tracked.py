@@ -62,7 +62,7 @@ from child import (  # noqa: E402
     layers_bf,
     layers_prefect_raw,
 )
-from report import NONE, TIMES  # noqa: E402  (bench/ is not a package)
+from report import NONE, TIMES, fmt_time  # noqa: E402  (bench/ is not a package)
 
 RunOnce = Callable[[], Awaitable[Any]]
 TARGET = 1.05  # bf-tracked / raw, medians
@@ -322,10 +322,6 @@ def verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- output
 
 
-def fmt_ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms"
-
-
 def fmt_count(value: float, seen: list[int]) -> str:
     text = f"{value:g}"
     return text if len(seen) == 1 else f"{text} ({min(seen)}{NONE}{max(seen)})"
@@ -361,13 +357,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
         for runner, row in rows.items():
             lo, hi = row["wall_range"]
             table.append(
-                f"| {shape} | {runner} | {WHAT[(shape, runner)]} | {fmt_ms(row['wall'])} | "
-                f"{row['ratio']:.2f}{TIMES} | {fmt_ms(lo)}{NONE}{fmt_ms(hi)} | "
-                f"{fmt_ms(row['client_cpu'])} | {fmt_ms(row['server_cpu'])} | "
+                f"| {shape} | {runner} | {WHAT[(shape, runner)]} | {fmt_time(row['wall'])} | "
+                f"{row['ratio']:.2f}{TIMES} | {fmt_time(lo)}{NONE}{fmt_time(hi)} | "
+                f"{fmt_time(row['client_cpu'])} | {fmt_time(row['server_cpu'])} | "
                 f"{fmt_count(row['requests'], row['requests_seen'])} | "
                 f"{fmt_count(row['events'], row['events_seen'])} | "
                 f"{fmt_count(row['logs'], row['logs_seen'])} | "
-                f"{fmt_ms(result['first_run'][shape][runner])} | {row['n']} |"
+                f"{fmt_time(result['first_run'][shape][runner])} | {row['n']} |"
             )
     unit = [
         "| runner | requests per flow run | events per flow run | log records per flow run | "
@@ -386,7 +382,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "## tracked: beluga_flows' tracked mode against the plain Prefect shapes\n",
         f"`bench/tracked.py` on {meta['date']} ({meta['wall_s'] / 60:.0f} min): one process, "
         f"one Prefect {meta['prefect']} server (SQLite, up in {meta['server_start_s']:.0f} s); "
-        f"{meta['rounds']} rounds {TIMES} {meta['runs']} runs per runner and shape, the runners of "
+        f"{meta['rounds']} round{'s' if meta['rounds'] > 1 else ''} {TIMES} {meta['runs']} "
+        "runs per runner and shape, the runners of "
         "a shape alternating run by run; before every run ≥ "
         f"{meta['min_idle']:g} s and the server idle (< 10 % of a core); one warm-up run "
         f"each. Machine {busy:.0%} busy at start"
@@ -418,8 +415,8 @@ def summary_text(result: dict[str, Any]) -> str:
     for shape, rows in result["summary"].items():
         for runner, row in rows.items():
             lines.append(
-                f"{shape:12} {runner:9} {fmt_ms(row['wall']):>8} {row['ratio']:.2f}x  "
-                f"cpu {fmt_ms(row['client_cpu']):>8} server {fmt_ms(row['server_cpu']):>8}  "
+                f"{shape:12} {runner:9} {fmt_time(row['wall']):>8} {row['ratio']:.2f}x  "
+                f"cpu {fmt_time(row['client_cpu']):>8} server {fmt_time(row['server_cpu']):>8}  "
                 f"req {row['requests']:g} ev {row['events']:g} logs {row['logs']:g}"
             )
     return "\n".join(lines)
