@@ -2,12 +2,13 @@
 
 Usage::
 
-    python bench/run.py               # normal mode (~10-12 min on 2 cores), writes RESULTS.md
+    python bench/run.py               # normal mode (~20-25 min on 2 cores), writes RESULTS.md
     python bench/run.py --quick       # fewer repetitions (< 3 min)
     python bench/run.py --only graph  # only the graph workloads (or: --only chain)
     python bench/run.py --only definitions  # only bench/definitions.py (~1 min); replaces
                                             # its own section of RESULTS.md, keeps the rest
-    python bench/run.py --only tracked      # only bench/tracked.py (~10 min), the same way
+    python bench/run.py --only tracked      # only bench/tracked.py (~11 min; --quick: ~3 min),
+                                            # replacing its own section the same way
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
 quiet machine; then one real Prefect server is started and the Prefect runners
@@ -445,10 +446,12 @@ NOTES = """## How to read this
 """
 
 
-def side_bench(bench: Bench, script: str, key: str, timeout: float = 600) -> None:
+def side_bench(
+    bench: Bench, script: str, key: str, timeout: float = 600, args: tuple[str, ...] = ()
+) -> None:
     """Another bench script in its own process; its output goes to ``bench.meta[key]``."""
     done = subprocess.run(
-        [sys.executable, str(HERE / script)],
+        [sys.executable, str(HERE / script), *args],
         capture_output=True,
         text=True,
         check=True,
@@ -739,7 +742,8 @@ def main(argv: list[str] | None = None) -> None:
             bench.meta["definitions"] = json.loads(text.splitlines()[-1])
         if not args.only or args.only == "tracked":
             # its own server and process, before the Prefect children's server exists
-            side_bench(bench, "tracked.py", "tracked", timeout=3600)
+            quick = ("--runs", "2", "--rounds", "1") if args.quick else ()
+            side_bench(bench, "tracked.py", "tracked", timeout=3600, args=quick)
             text = bench.meta["tracked"]
             bench.meta["tracked"] = json.loads(text.splitlines()[-1])
         measure_all(bench, set(args.runners.split(",")), workloads)

@@ -30,7 +30,7 @@ server CPU (psutil, from the run's start until the server is idle again), and wh
 the run sent to the API (``bench/apicount.py``: requests without the log worker's
 batches, events, log records). Medians over all rounds.
 
-    python bench/tracked.py             # ~10 min; summary on stderr, JSON on stdout
+    python bench/tracked.py             # ~11 min; summary on stderr, JSON on stdout
     python bench/tracked.py --runs 2 --rounds 1 --shapes run-start,line50   # a quick look
     python bench/run.py --only tracked  # the same, and its section of RESULTS.md
 """
@@ -427,7 +427,7 @@ def summary_text(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=6, help="runs per runner, shape and round")
+    p.add_argument("--runs", type=int, default=5, help="runs per runner, shape and round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--min-idle", type=float, default=0.6, help="s before each run")
     p.add_argument("--shapes", default=",".join(SHAPES))
