@@ -2,12 +2,14 @@
 
 Usage::
 
-    python bench/run.py               # normal mode (~10-12 min on 2 cores), writes RESULTS.md
+    python bench/run.py               # normal mode (~20-25 min on 2 cores), writes RESULTS.md
     python bench/run.py --quick       # fewer repetitions (< 3 min)
     python bench/run.py --only graph  # only the graph workloads (or: --only chain)
     python bench/run.py --only definitions  # only bench/definitions.py (~1 min); replaces
                                             # its own section of RESULTS.md, keeps the rest
     python bench/run.py --only streaming    # only bench/streaming.py (~1 min), the same way
+    python bench/run.py --only tracked      # only bench/tracked.py (~11 min; --quick: ~3 min),
+                                            # replacing its own section the same way
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a
 quiet machine; then one real Prefect server is started and the Prefect runners
@@ -34,6 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import tracked
 from report import (
     NONE,
     TIMES,
@@ -67,7 +70,9 @@ GROUPS = {
     "workflow": (),
     "definitions": (),
     "streaming": (),
+    "tracked": (),
 }
+SECTIONS = ("definitions", "streaming", "tracked")  # --only X replaces only its own section
 SCALE_WORKLOADS = ("graph1k-inline", "graph10k-inline")  # one table for both
 LONG_WORKLOADS = ("chain50-io", "fanout100-max10")  # runs of >= 0.5 s: fewer samples
 FAST_RUNNERS = ("asyncio", "langgraph", "bf-inline", "bf-inline-sync")
@@ -385,7 +390,10 @@ def markdown(bench: Bench) -> str:
         f"* whole bench: {m.get('wall_s', 0):.0f} s",
         busy_note(bench) + "\n",
         "## Targets\n",
-        targets_markdown(targets(bench.results) + definitions_targets(bench)) + "\n",
+        targets_markdown(
+            targets(bench.results) + definitions_targets(bench) + tracked_targets(bench)
+        )
+        + "\n",
     ]
     for workload in WORKLOADS:
         if workload in bench.results and workload not in SCALE_WORKLOADS:
@@ -403,6 +411,7 @@ def markdown(bench: Bench) -> str:
     parts += workflow_load_markdown(bench)
     parts += definitions_markdown(bench)
     parts += streaming_markdown(bench)
+    parts += tracked_markdown(bench)
     parts.append(NOTES)
     return "\n".join(parts)
 
@@ -420,8 +429,8 @@ NOTES = """## How to read this
   it by the sleeps on the critical path. prefect-raw gathers each layer (a barrier per
   layer: the slowest task run of a layer holds the next layer back);
   LangGraph runs lock-step supersteps; bf.Graph starts a node as soon as its own
-  predecessors are done. bf-tracked also attaches the graph's mermaid drawing to
-  each flow run as an artifact (one more API call per run).
+  predecessors are done. (The graph's mermaid artifact, one more API call per run,
+  is opt-in since issue 16 and off here; the tables above may predate that.)
 * bf-tracked passes the graph state to each node's task run as its parameter, wrapped
   in Prefect's `quote()` so the task engine does not walk it (`visit_collection`, twice
   per task run); before that change the walk cost ~0.3-1 ms of client CPU per node on
@@ -518,7 +527,7 @@ def definitions_targets(bench: Bench) -> list[Target]:
 
 def definitions_markdown(bench: Bench) -> list[str]:
     """The declarative-definitions section (bench/definitions.py), between markers so
-    that ``--only definitions`` can replace it alone (see :func:`splice_definitions`)."""
+    that ``--only definitions`` can replace it alone (see :func:`splice`)."""
     r = bench.meta.get("definitions")
     if not r:
         return []
@@ -646,15 +655,34 @@ def streaming_markdown(bench: Bench) -> list[str]:
     return [STREAMING_BEGIN, *r["markdown"], STREAMING_END + "\n"]
 
 
-def splice_definitions(
-    report: str,
-    section: list[str],
-    begin: str = DEFINITIONS_BEGIN,
-    end: str = DEFINITIONS_END,
-) -> str:
-    """``report`` with its section between ``begin`` and ``end`` (the definitions one
-    by default) replaced by ``section`` (or inserted before "## How to read this");
-    every other line of the report is kept."""
+def tracked_targets(bench: Bench) -> list[Target]:
+    """Issue 16's targets, as bench/tracked.py judged them."""
+    found = bench.meta.get("tracked")
+    if not found:
+        return []
+    return [
+        Target(
+            f"bf-tracked ({v['runner']}) ≤ {tracked.TARGET} {TIMES} plain raw Prefect "
+            f"({v['shape']}, "
+            "same process, alternating)",
+            f"**{v['ratio']:.2f}{TIMES}**; API requests, events and log records per run "
+            + ("equal" if v["counts_equal"] else "**not equal**"),
+            v["met"] and v["counts_equal"],
+        )
+        for v in found["verdicts"]
+    ]
+
+
+def tracked_markdown(bench: Bench) -> list[str]:
+    """The tracked-against-raw-Prefect section (bench/tracked.py), between markers."""
+    found = bench.meta.get("tracked")
+    return tracked.markdown(found) if found else []
+
+
+def splice(report: str, section: list[str], begin: str, end: str) -> str:
+    """``report`` with the section between the markers ``begin`` and ``end`` replaced
+    by ``section`` (or inserted before "## How to read this"); every other line of the
+    report is kept."""
     block = "\n".join(section)
     if begin in report and end in report:
         head, _, rest = report.partition(begin)
@@ -730,6 +758,12 @@ def main(argv: list[str] | None = None) -> None:
         if not args.only or args.only == "streaming":
             side_bench(bench, "streaming.py", "streaming", args=("--prefect",))
             bench.meta["streaming"] = json.loads(bench.meta["streaming"].splitlines()[-1])
+        if not args.only or args.only == "tracked":
+            # its own server and process, before the Prefect children's server exists
+            quick = ("--runs", "2", "--rounds", "1") if args.quick else ()
+            side_bench(bench, "tracked.py", "tracked", timeout=3600, args=quick)
+            text = bench.meta["tracked"]
+            bench.meta["tracked"] = json.loads(text.splitlines()[-1])
         measure_all(bench, set(args.runners.split(",")), workloads)
         if not args.only or args.only == "chain":
             side_bench(bench, "breaker_overhead.py", "breaker")
@@ -742,16 +776,16 @@ def main(argv: list[str] | None = None) -> None:
             bench.server.stop()
         if not args.keep:
             shutil.rmtree(bench.tmp, ignore_errors=True)
-    if args.only == "definitions" and args.out.exists():
+    if args.only in SECTIONS and args.out.exists():
         # the other sections stay as the last full run wrote them
-        section = definitions_markdown(bench)
-        print("\n" + "\n".join(section))
-        args.out.write_text(splice_definitions(args.out.read_text(), section))
-    elif args.only == "streaming" and args.out.exists():
-        section = streaming_markdown(bench)
-        print("\n" + "\n".join(section))
-        report = args.out.read_text()
-        args.out.write_text(splice_definitions(report, section, STREAMING_BEGIN, STREAMING_END))
+        section, begin, end = {
+            "definitions": (definitions_markdown, DEFINITIONS_BEGIN, DEFINITIONS_END),
+            "streaming": (streaming_markdown, STREAMING_BEGIN, STREAMING_END),
+            "tracked": (tracked_markdown, tracked.BEGIN, tracked.END),
+        }[args.only]
+        block = section(bench)
+        print("\n" + "\n".join(block))
+        args.out.write_text(splice(args.out.read_text(), block, begin, end))
     else:
         text = markdown(bench)
         print("\n" + text)

@@ -5,7 +5,7 @@
 evidence and loops back to ``plan`` with broader terms (at most ``max_rounds``
 times); ``write`` turns the findings into a cited markdown report. Each node
 execution is a task run of the ``research-assistant`` flow run; the graph's
-drawing is attached to the run as an artifact.
+drawing is attached to the run as an artifact (``artifact=True``).
 
     beluga-flows run flows/research_assistant.py:research --param question="..."
 """
@@ -154,7 +154,10 @@ def write(state: dict[str, Any]) -> dict[str, Any]:
 def build(max_rounds: int = 3) -> bf.Graph:
     """The research graph: plan → 3 parallel searchers → review ↺ plan → write."""
     g = bf.Graph(
-        name="research-graph", reducers={"findings": operator.add}, max_iterations=max_rounds
+        name="research-graph",
+        reducers={"findings": operator.add},
+        max_iterations=max_rounds,
+        artifact=True,  # the drawing in the run's Artifacts tab (one more request per run)
     )
     for name, fn in [
         ("plan", plan),

@@ -55,6 +55,7 @@ def test_builder_mistakes_name_the_culprit() -> None:
     assert code_of(lambda: bf.Graph(max_workers=0)).code is ErrorCode.INVALID_CONFIG
     assert code_of(lambda: bf.Graph(max_iterations=0)).code is ErrorCode.INVALID_CONFIG
     assert code_of(lambda: bf.Graph(reducers={"k": 1})).code is ErrorCode.INVALID_CONFIG
+    assert code_of(lambda: bf.Graph(artifact="yes")).code is ErrorCode.INVALID_CONFIG
     assert code_of(lambda: bf.Graph(provider="nope")).code is ErrorCode.NOT_FOUND
 
 

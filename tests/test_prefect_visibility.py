@@ -143,19 +143,43 @@ def test_sync_flows_run_on_prefects_async_engine() -> None:
 def test_flow_tags_and_parameters_reach_the_api() -> None:
     flow_name = unique("tagged")
 
+    @bf.step(tags=["io"])
+    def load(day: str) -> str:
+        return day
+
     @bf.flow(name=flow_name, tags=["nightly", "beluga"])
     def tagged(day: str, n: int = 2) -> str:
-        return day * n
+        return load(day) * n
 
     assert tagged("mo") == "momo"
     [run] = flow_runs(flow_name)
     assert {"nightly", "beluga", "beluga:flow"} <= set(run.tags)
     assert run.parameters == {"day": "mo", "n": 2}
+    # A flow's tags mark its flow run; its task runs carry their step's tags only
+    # (a tagged task run costs a tag-concurrency look-up in Prefect).
+    [task] = task_runs(run.id, expect=1)
+    assert task.tags == ["io"] and task.name.startswith("load-")
+    assert not run.name.startswith(flow_name)  # Prefect's own name: no rename request
+
+
+def test_a_flow_names_its_runs_only_when_asked() -> None:
+    flow_name = unique("named")
+
+    @bf.flow(name=flow_name, run_name="report-{day}")
+    async def named(day: str) -> str:
+        return day
+
+    assert asyncio.run(named("mo")) == "mo"
+    [run] = flow_runs(flow_name)
+    assert run.name == "report-mo"
+    with pytest.raises(OrchestratorError) as err:
+        bf.flow(run_name="")(lambda: None)
+    assert err.value.code is ErrorCode.INVALID_CONFIG
 
 
 def test_a_graph_is_one_flow_run_with_a_task_run_per_node_execution() -> None:
     name = unique("loop-graph")
-    g = bf.Graph(name=name, max_iterations=5)
+    g = bf.Graph(name=name, max_iterations=5, artifact=True)
     g.add_node("plan", lambda s: {"n": s.get("n", 0) + 1})
     g.add_node("glue", lambda s: None, track=False)  # inline: no task run
     g.add_edge(bf.START, "plan").add_edge("plan", "glue")

@@ -296,7 +296,9 @@ def test_a_prefect_step_counts_prefect_task_run_retries(
 
     # Prefect's own spans: the flow run's, and the task run's (all attempts) inside ours.
     task_run, sp, flow_run = spans.get_finished_spans()
-    assert (sp.name, flow_run.name.startswith(f"f-{name}-")) == ("step", True)
+    assert sp.name == "step" and flow_run.attributes is not None
+    assert flow_run.attributes["prefect.run.type"] == "flow"
+    assert "beluga:flow" in flow_run.attributes["prefect.tags"]  # type: ignore[operator]
     assert task_run.name.startswith(f"{name}-") and task_run.parent is not None
     assert task_run.parent.span_id == sp.context.span_id
     assert sp.parent is not None and sp.parent.span_id == flow_run.context.span_id

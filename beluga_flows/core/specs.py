@@ -79,6 +79,7 @@ class FlowSpec:
     max_workers: int | None = None
     task_runner: Any = field(default=None, compare=False)
     tags: tuple[str, ...] = ()
+    run_name: str | Callable[[], str] | None = field(default=None, compare=False)
 
 
 class StepLike(Protocol):

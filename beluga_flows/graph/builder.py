@@ -17,8 +17,9 @@ Example::
     final_state = g.invoke({"question": "..."})
 
 On Prefect one invocation is one flow run (a sub-flow inside a flow) and each node
-execution a task run named ``<node>-<iteration>``; the mermaid drawing is attached
-to the flow run as a markdown artifact.
+execution a task run named ``<node>-<iteration>``; with ``artifact=True`` the mermaid
+drawing is attached to each flow run as a markdown artifact (one more API request
+and event per run, so opt-in).
 """
 
 from __future__ import annotations
@@ -74,11 +75,13 @@ class Graph(Runnable):
         task_runner: Any = None,
         provider: str | Engine | None = None,
         hooks: Hooks | Sequence[Hooks] | None = None,
+        artifact: bool = False,
     ) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise config_error("graph", f"name must be a non-empty string, got {name!r}")
-        if not isinstance(parallel, bool):
-            raise config_error("graph", f"parallel must be True or False, got {parallel!r}")
+        for flag, value in (("parallel", parallel), ("artifact", artifact)):
+            if not isinstance(value, bool):
+                raise config_error("graph", f"{flag} must be True or False, got {value!r}")
         if reducers is not None and not isinstance(reducers, Mapping):
             raise config_error("graph", f"reducers must be a dict of callables, got {reducers!r}")
         reducers = dict(reducers or {})
@@ -100,6 +103,7 @@ class Graph(Runnable):
         self.reducers = reducers
         self.task_runner = task_runner
         self.provider = provider
+        self.artifact = artifact
         if provider is not None:
             get_engine(provider)
         self.hooks = check_hooks("graph", hooks)
@@ -182,6 +186,7 @@ class Graph(Runnable):
             task_runner=self.task_runner,
             provider=self.provider,
             hooks=self.hooks,
+            artifact=self.artifact,
         )
         return CompiledGraph(plan)
 
@@ -293,11 +298,12 @@ class CompiledGraph(Runnable):
                 yield payload if single else (mode, payload)
 
     async def _body(self, engine: Engine, state: dict[str, Any]) -> GraphResult:
-        await engine.publish_markdown(
-            _artifact_key(self.name),
-            f"```mermaid\n{self.draw_mermaid()}\n```",
-            f"graph {self.name!r}",
-        )
+        if self.plan.artifact:
+            await engine.publish_markdown(
+                _artifact_key(self.name),
+                f"```mermaid\n{self.draw_mermaid()}\n```",
+                f"graph {self.name!r}",
+            )
         return await driver.drive(self.plan, engine, state)
 
     def draw_mermaid(self) -> str:

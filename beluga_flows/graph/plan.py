@@ -103,6 +103,8 @@ class Plan:
     site: str = "graph.node"
     # Callbacks around each node execution (Graph(hooks=...)).
     hooks: Hooks | None = field(default=None, compare=False)
+    # Attach the mermaid drawing to each Prefect flow run as an artifact (opt-in).
+    artifact: bool = False
 
     def downstream(self, node: str) -> set[str]:
         """Every node reachable from ``node`` through plain and conditional edges."""
@@ -193,6 +195,7 @@ def compile_plan(
     fail_fast: bool = False,
     site: str = "graph.node",
     hooks: Hooks | None = None,
+    artifact: bool = False,
 ) -> Plan:
     """Validate the builder's records (and its already checked run options) into a
     :class:`Plan`."""
@@ -248,6 +251,7 @@ def compile_plan(
         fail_fast=fail_fast,
         site=site,
         hooks=hooks,
+        artifact=artifact,
     )
     reachable = set(plan.entry)
     for n in plan.entry:

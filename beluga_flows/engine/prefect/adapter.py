@@ -24,8 +24,6 @@ import contextvars
 import functools
 import inspect
 import random
-import time
-import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +45,7 @@ from beluga_flows.durable import live as _durable
 from beluga_flows.engine.base import Engine, Sleep, input_hash
 from beluga_flows.engine.prefect import attempts, health, history
 from beluga_flows.engine.prefect.limits import hold
+from beluga_flows.engine.prefect.tags import run_tags, step_tags
 from beluga_flows.resilience.breaker import add_global_listener
 from beluga_flows.resilience.retry import RetryPolicy
 
@@ -56,6 +55,7 @@ T = TypeVar("T")
 _MAX_PREFECT_DELAYS = 50  # Prefect refuses longer retry_delay_seconds lists
 # What the adapter built for each step and flow, keyed weakly by the user's object.
 _TASKS: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
+_LABELLED: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
 _DURABLE: weakref.WeakKeyDictionary[StepLike, PrefectTask[..., Any]] = weakref.WeakKeyDictionary()
 _FLOWS: weakref.WeakKeyDictionary[FlowLike, PrefectFlow[..., Any]] = weakref.WeakKeyDictionary()
 
@@ -89,12 +89,26 @@ def _retry_options(policy: RetryPolicy | None, name: str) -> dict[str, Any]:
     }
 
 
-def prefect_task(step: StepLike) -> PrefectTask[..., Any]:
-    """The Prefect task behind ``step`` (built once)."""
-    cached = _TASKS.get(step)
+def prefect_task(step: StepLike, *, labelled: bool = False) -> PrefectTask[..., Any]:
+    """The Prefect task behind ``step`` (built once). Its task runs get Prefect's own
+    name (``<step>-<3 hex>``); ``labelled=True``: the task whose runs are named by
+    ``middleware.RUN_LABEL`` (graph nodes ``<node>-<iteration>``, workflow steps), as
+    Prefect calls a ``task_run_name`` callable on every run."""
+    cache = _LABELLED if labelled else _TASKS
+    cached = cache.get(step)
     if cached is None:
-        cached = _TASKS[step] = PrefectTask(fn=_task_fn(step), **_task_options(step))
+        options = _task_options(step)
+        if labelled:
+            options["task_run_name"] = _labeller(step.spec.name)
+        cached = cache[step] = PrefectTask(fn=_task_fn(step), **options)
     return cached
+
+
+def _labeller(name: str) -> Callable[[], str]:
+    def task_run_name() -> str:
+        return middleware.RUN_LABEL.get() or f"{name}-{random.getrandbits(12):03x}"
+
+    return task_run_name
 
 
 def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
@@ -130,13 +144,8 @@ def _task_fn(step: StepLike) -> Callable[..., Awaitable[Any]]:
 
 def _task_options(step: StepLike) -> dict[str, Any]:
     spec = step.spec
-
-    def task_run_name() -> str:
-        return middleware.RUN_LABEL.get() or f"{spec.name}-{uuid.uuid4().hex[:3]}"
-
     return {
         "name": spec.name,
-        "task_run_name": task_run_name,
         "description": spec.description,
         "tags": list(spec.tags),
         # No cache: Prefect's default policy hashes every input of every call.
@@ -154,7 +163,8 @@ def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
     spec = flow.spec
 
     async def body(*args: Any, **kwargs: Any) -> Any:
-        return await middleware.run_flow_body(flow, args, kwargs)
+        with step_tags():
+            return await middleware.run_flow_body(flow, args, kwargs)
 
     functools.update_wrapper(body, flow.fn)
     pf = PrefectFlow(
@@ -163,7 +173,9 @@ def prefect_flow(flow: FlowLike) -> PrefectFlow[..., Any]:
         description=spec.description,
         retries=spec.retries,
         task_runner=spec.task_runner,
-        flow_run_name=functools.partial(run_name, spec.name),
+        # Prefect renames a run with a custom name after creating it: a sync client,
+        # a blocking storage read and a PATCH per run. Opt-in (@flow(run_name=...)).
+        flow_run_name=spec.run_name,
     )
     _FLOWS[flow] = pf
     return pf
@@ -195,6 +207,7 @@ def _durable_task(step: StepLike) -> PrefectTask[..., Any]:
 
         functools.update_wrapper(recorded, step.fn, assigned=("__name__", "__doc__"), updated=())
         options = _task_options(step) | {
+            "task_run_name": _labeller(step.spec.name),
             "cache_policy": CacheKeyFnPolicy(cache_key_fn=_durable_key),
             "persist_result": True,
         }
@@ -208,7 +221,7 @@ async def _durable_step(
     """A step call inside a workflow: a task run named by its label whose result is
     stored under its durable key; a replay finds it there instead of running it."""
     label, key = run.step_identity(step.spec.name, input_hash(args, kwargs))
-    task = _durable_task(step) if key is not None else prefect_task(step)
+    task = _durable_task(step) if key is not None else prefect_task(step, labelled=True)
     if run.rollback is not None and (key is None or not await stored(task, key)):
         raise _durable.RollbackStop(f"step {label!r}")  # rolling back: nothing new runs
     scope = _durable.NodeScope.of(run, step.spec.name, label, key)
@@ -253,7 +266,8 @@ _SUBMIT: contextvars.ContextVar[bool] = contextvars.ContextVar("beluga_submit", 
 
 
 async def _run_body(input: Any) -> Any:
-    return await _BODY.get()(input)
+    with step_tags():
+        return await _BODY.get()(input)
 
 
 @functools.cache
@@ -263,18 +277,7 @@ def _adhoc_flow(name: str, description: str | None) -> PrefectFlow[..., Any]:
     async def run(input: Any) -> Any:
         return await _run_body(input)
 
-    return PrefectFlow(
-        fn=run,
-        name=name,
-        description=description,
-        validate_parameters=False,
-        flow_run_name=functools.partial(run_name, name),
-    )
-
-
-def run_name(name: str) -> str:
-    """A flow run's name in the UI: what ran and when (``sales-report-0912-4f2a``)."""
-    return f"{name}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    return PrefectFlow(fn=run, name=name, description=description, validate_parameters=False)
 
 
 def _emit_breaker_event(breaker: Any, old: Any, new: Any) -> None:
@@ -314,7 +317,7 @@ class PrefectEngine(Engine):
         )
 
     async def _task_run(self, run: Any, step: StepLike, args: Any, kwargs: dict[str, Any]) -> Any:
-        task = prefect_task(step)
+        task = prefect_task(step, labelled=middleware.RUN_LABEL.get() is not None)
         tagged = prefect_tags(*step.spec.tags) if step.spec.tags else contextlib.nullcontext()
         async with middleware.flow_slot():
             with tagged:
@@ -329,7 +332,7 @@ class PrefectEngine(Engine):
                 return await attempts.unwrap(await task(*(quote(a) for a in args), **quoted))
 
     async def run_flow(self, flow: FlowLike, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with prefect_tags("beluga:flow", *flow.spec.tags):
+        with run_tags("beluga:flow", *flow.spec.tags):
             return await prefect_flow(flow)(*args, **kwargs)
 
     def to_prefect(self, flow: FlowLike) -> PrefectFlow[..., Any]:
@@ -355,7 +358,7 @@ class PrefectEngine(Engine):
             pf = pf.with_options(task_runner=task_runner)
         token, submit = _BODY.set(body), _SUBMIT.set(task_runner is not None)
         try:
-            with prefect_tags(*tags):
+            with run_tags(*tags):
                 result = pf(input=input)
                 assert inspect.isawaitable(result)
                 return await result  # type: ignore[no-any-return]
