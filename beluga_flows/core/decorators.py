@@ -28,12 +28,12 @@ from typing import Any, overload
 from beluga_flows import _sync
 from beluga_flows._validate import config_error, non_negative_int, positive_int, seconds
 from beluga_flows._validate import tags as check_tags
+from beluga_flows.core import options as options_
 from beluga_flows.core import streams
 from beluga_flows.core.runnable import Runnable
 from beluga_flows.core.specs import FlowSpec, StepSpec
 from beluga_flows.engine import current_engine, get_engine
 from beluga_flows.resilience import fallback as fallbacks
-from beluga_flows.resilience.breaker import CircuitBreaker
 from beluga_flows.resilience.providers import ProviderLimits
 from beluga_flows.resilience.retry import RetryPolicy
 
@@ -196,44 +196,10 @@ def _step_spec(fn: Callable[..., Any], options: dict[str, Any]) -> StepSpec:
         cache=_bool(owner, "cache", options["cache"]),
         tags=check_tags(owner, options["tags"]),
         track=_OVERRIDABLE["track"](owner, options["track"]),
-        circuit_breaker=_breaker(owner, options["circuit_breaker"]),
+        circuit_breaker=options_.breaker(owner, options["circuit_breaker"]),
         streaming=streams.is_streaming(fn),
         fallback=fallbacks.check(owner, options["fallback"]),
-        **_limits(owner, options),
-    )
-
-
-def _limit_name(owner: str, field_name: str, value: Any) -> str | None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise config_error(owner, f"{field_name} must be a non-empty limit name, got {value!r}")
-    return value
-
-
-def _limits(owner: str, options: dict[str, Any]) -> dict[str, Any]:
-    name = _limit_name(owner, "concurrency", options["concurrency"])
-    slots = options["max_concurrency"]
-    if slots is not None:
-        positive_int(owner, "max_concurrency", slots)
-        if name is None:
-            raise config_error(owner, "max_concurrency needs concurrency=<limit name>")
-    provider = options["provider"]
-    if not isinstance(provider, ProviderLimits):
-        provider = _limit_name(owner, "provider", provider)  # declared by call time
-    return {
-        "concurrency": name,
-        "max_concurrency": slots,
-        "rate_limit": _limit_name(owner, "rate_limit", options["rate_limit"]),
-        "provider": provider,
-    }
-
-
-def _breaker(owner: str, value: Any) -> str | CircuitBreaker | None:
-    if value is None or isinstance(value, CircuitBreaker):
-        return value
-    if isinstance(value, str) and value:
-        return value  # shared by name, resolved at call time
-    raise config_error(
-        owner, f"circuit_breaker must be a breaker name or a CircuitBreaker, got {value!r}"
+        **options_.limits(owner, options),
     )
 
 
@@ -330,18 +296,6 @@ def as_step(obj: Any, owner: str = "step") -> Runnable:
     return made
 
 
-def _task_runner(owner: str, value: Any) -> Any:
-    if value is not None and not (hasattr(value, "submit") and hasattr(value, "duplicate")):
-        raise config_error(owner, f"task_runner must be a Prefect TaskRunner, got {value!r}")
-    return value
-
-
-def _run_name(owner: str, value: Any) -> str | Callable[[], str] | None:
-    if value is None or callable(value) or (isinstance(value, str) and value.strip()):
-        return value  # type: ignore[no-any-return]
-    raise config_error(owner, f"run_name must be a non-empty string or a callable, got {value!r}")
-
-
 @overload
 def flow(fn: Callable[..., Any], /) -> Flow: ...
 @overload
@@ -397,9 +351,9 @@ def flow(
             timeout=seconds(owner, "timeout", timeout),
             retries=non_negative_int(owner, "retries", retries, maximum=20),
             max_workers=workers,
-            task_runner=_task_runner(owner, task_runner),
+            task_runner=options_.task_runner(owner, task_runner),
             tags=check_tags(owner, tags),
-            run_name=_run_name(owner, run_name),
+            run_name=options_.run_name(owner, run_name),
         )
         return Flow(f, spec)
 
