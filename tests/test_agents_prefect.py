@@ -4,11 +4,7 @@ task run per agent call named after the agent (read back from the Prefect API)."
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +12,9 @@ import pytest
 import beluga_flows as bf
 
 from .prefect_api import flow_runs, task_runs
+from .test_cli import example
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def unique(prefix: str) -> str:
@@ -91,14 +87,7 @@ def test_hedge_loser_task_run_is_cancelled_on_prefect() -> None:
 
 
 def test_the_agents_example_runs_against_the_server(prefect_server: Any) -> None:
-    done = subprocess.run(
-        [sys.executable, "flows/agents.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
-        timeout=300,
-    )
+    done = example("flows/agents.py", prefect_server.api_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "triage -> billing: [ana] refund approved for: refund my double charge",

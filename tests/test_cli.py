@@ -21,12 +21,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``beluga-flows *args`` in the project root, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "beluga_flows.cli", *args],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
+        timeout=300,
+    )
+
+
+def example(path: str, api_url: str) -> subprocess.CompletedProcess[str]:
+    """``python <path>`` (an example script) in the project root, against ``api_url``."""
+    return subprocess.run(
+        [sys.executable, path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREFECT_API_URL": api_url, "PYTHONPATH": str(ROOT)},
         timeout=300,
     )
 
@@ -100,14 +113,7 @@ def test_readme_quick_start_is_the_example_file_and_runs(prefect_server: LocalSe
     readme = (ROOT / "README.md").read_text()
     snippet = readme.split("## Quick start", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert snippet == (ROOT / "flows" / "quickstart.py").read_text()
-    done = subprocess.run(
-        [sys.executable, "flows/quickstart.py"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
-        timeout=300,
-    )
+    done = example("flows/quickstart.py", prefect_server.api_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "shorts",

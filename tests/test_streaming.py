@@ -13,9 +13,6 @@ import contextlib
 import gc
 import json
 import operator
-import os
-import subprocess
-import sys
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +25,7 @@ from beluga_flows import ErrorCode, OrchestratorError
 from beluga_flows.tools.server import LocalServer
 
 from .prefect_api import flow_runs, task_runs
-from .test_cli import ROOT, cli
+from .test_cli import cli, example
 
 WAIT = 60  # seconds: only a deadlock (a stream that is not live) ever reaches it
 FAST = bf.RetryPolicy(max_attempts=2, initial_delay=0, jitter=0, retry_on=(ValueError,))
@@ -461,15 +458,7 @@ async def _result(state: Any) -> Any:
 
 
 def test_the_streaming_llm_example_prints_tokens_live(prefect_server: LocalServer) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_server.api_url, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "flows/streaming_llm.py"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = example("flows/streaming_llm.py", prefect_server.api_url)
     assert done.returncode == 0, done.stderr
     answer = "On retries: retry transient errors; back off exponentially; give up on bad input."
     assert done.stdout.splitlines() == [answer, "{'topic': 'retries', 'words': 13}"]
