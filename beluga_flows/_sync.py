@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ __all__ = [
     "iterate_output",
     "run_on_private_loop",
     "run_sync",
+    "settled",
     "sync_iter",
     "thread_context",
     "workers",
@@ -215,6 +217,14 @@ async def _close(it: AsyncIterator[Any]) -> None:
 
 async def _collect(it: AsyncIterator[T]) -> list[T]:
     return [item async for item in it]
+
+
+async def settled(value: Any) -> Any:
+    """``value``, awaited first if it is awaitable: what a callback that may be sync
+    or async (a hook, a router, a fallback, a ``done`` test) returns in the end."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
 
 
 async def iterate_output(output: Any) -> AsyncIterator[Any]:

@@ -36,11 +36,11 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from beluga_flows import _sync
 from beluga_flows._validate import config_error
 
 __all__ = ["Hooks", "check_hooks", "run_hooked"]
@@ -111,10 +111,7 @@ def check_hooks(owner: str, value: Any) -> Hooks | None:
 
 
 async def _fire(hook: Hook, *args: Any) -> Any:
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return await _sync.settled(hook(*args))
 
 
 async def run_hooked(

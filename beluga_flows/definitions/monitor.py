@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from beluga_flows import telemetry
+from beluga_flows import _sync, telemetry
 from beluga_flows.definitions.compile import DefinitionPlan
 from beluga_flows.definitions.records import ExecutionResult
 from beluga_flows.engine import Engine
@@ -123,9 +123,7 @@ class Monitor:
             )
         for callback in self.on_alert:
             try:
-                outcome = callback(alert)
-                if hasattr(outcome, "__await__"):
-                    await outcome
+                await _sync.settled(callback(alert))
             except Exception as err:  # an alert hook must not fail the run it reports
                 _log.error("on_alert callback %r failed: %s", callback, err)
 

@@ -25,11 +25,10 @@ error raised by a pattern carries ``.path`` (that invocation's own).
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from beluga_flows import telemetry
+from beluga_flows import _sync, telemetry
 from beluga_flows._validate import config_error, positive_int
 from beluga_flows.core import middleware
 from beluga_flows.core.runnable import Runnable
@@ -273,10 +272,7 @@ class Blackboard(AgentPattern):
         raise err
 
     async def _done(self, board: dict[str, Any]) -> bool:
-        answer = self.done(dict(board))
-        if inspect.isawaitable(answer):
-            answer = await answer
-        return bool(answer)
+        return bool(await _sync.settled(self.done(dict(board))))
 
     def _merge(self, board: dict[str, Any], round: int, outputs: dict[str, Any]) -> dict[str, Any]:
         writers: dict[str, str] = {}

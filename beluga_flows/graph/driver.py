@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from beluga_flows import _sync
 from beluga_flows.core import middleware, streams
 from beluga_flows.engine import Engine, use_engine
 from beluga_flows.errors import ErrorCode, OrchestratorError
@@ -141,9 +141,7 @@ class GraphRun:
     async def _route(self, cmd: EvaluateRoute) -> list[Command]:
         route = self.plan.routes[cmd.node]
         try:
-            choice = route.fn(cmd.state)
-            if inspect.isawaitable(choice):
-                choice = await choice
+            choice = await _sync.settled(route.fn(cmd.state))
             targets = [self._resolve(cmd.node, c) for c in _as_list(choice)]
         except OrchestratorError as err:
             return self.sched.route_failed(err)

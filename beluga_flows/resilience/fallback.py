@@ -28,7 +28,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from beluga_flows import telemetry
+from beluga_flows import _sync, telemetry
 from beluga_flows._validate import config_error
 from beluga_flows.errors import ErrorCode, OrchestratorError
 
@@ -69,10 +69,8 @@ async def fall_back(name: str, fallback: Any, err: BaseException) -> Any:
     telemetry.step_fell_back(name, err)
     if not callable(fallback):
         return fallback
-    result = fallback(err)  # a sync fallback runs here: it is a default, keep it quick
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    # a sync fallback runs here: it is a default, keep it quick
+    return await _sync.settled(fallback(err))
 
 
 async def guard(name: str, fallback: Any, body: Callable[[], Awaitable[T]]) -> T | Any:
