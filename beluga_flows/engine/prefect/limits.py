@@ -90,17 +90,23 @@ async def _ensure_limit(name: str, slots: int | None, *, rate: bool) -> None:
                 raise missing(name, rate=False) from None
             else:
                 create = GlobalConcurrencyLimitCreate(name=name, limit=slots)
-            try:
-                await client.create_global_concurrency_limit(create)
-                get_logger("beluga_flows").info(
-                    "created Prefect global concurrency limit %r (%s)",
-                    name,
-                    f"{create.limit} slots"
-                    + (f", {create.slot_decay_per_second}/s decay" if rate else ""),
-                )
-            except ObjectAlreadyExists:
-                pass  # another process created it first
+            await _create(client, create)
     _ENSURED.add(name)
+
+
+async def _create(client: Any, create: GlobalConcurrencyLimitCreate) -> None:
+    """Create a global concurrency limit (another process may have been first)."""
+    try:
+        await client.create_global_concurrency_limit(create)
+    except ObjectAlreadyExists:
+        return  # another process created it first
+    decay = create.slot_decay_per_second
+    get_logger("beluga_flows").info(
+        "created Prefect global concurrency limit %r (%s slots%s)",
+        create.name,
+        create.limit,
+        f", {decay}/s decay" if decay else "",
+    )
 
 
 async def _acquire(kind: str, name: str, timeout: float | None, waiting: Awaitable[Any]) -> None:
@@ -169,19 +175,12 @@ async def _declare(client: Any, name: str, limit: int, decay: float | None) -> N
     try:
         found = await client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
-        create = GlobalConcurrencyLimitCreate(
-            name=name, limit=limit, slot_decay_per_second=decay or 0.0
+        await _create(
+            client,
+            GlobalConcurrencyLimitCreate(
+                name=name, limit=limit, slot_decay_per_second=decay or 0.0
+            ),
         )
-        try:
-            await client.create_global_concurrency_limit(create)
-            get_logger("beluga_flows").info(
-                "created Prefect global concurrency limit %r (%s slots, %s/s decay)",
-                name,
-                limit,
-                decay or 0,
-            )
-        except ObjectAlreadyExists:
-            pass  # another process created it first
         return
     if found.limit != limit or (found.slot_decay_per_second or 0.0) != (decay or 0.0):
         update = GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=decay or 0.0)
