@@ -8,7 +8,7 @@ Usage::
     python bench/run.py --only definitions  # only bench/definitions.py (~1 min); replaces
                                             # its own section of RESULTS.md, keeps the rest
     python bench/run.py --only streaming    # only bench/streaming.py (~1 min), the same way
-    python bench/run.py --only tracked      # only bench/tracked.py (~11 min; --quick: ~3 min),
+    python bench/run.py --only tracked      # only bench/tracked.py (~13 min; --quick: ~3 min),
                                             # replacing its own section the same way
 
 Fast runners (asyncio, langgraph, bf-inline, bf-inline-sync) are measured first on a

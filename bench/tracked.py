@@ -23,14 +23,17 @@ API included), only ``PREFECT_API_URL`` and a private ``PREFECT_HOME`` set.
 
 Method: one process (shapes built before timing, one warm-up run per runner and
 shape), ``--rounds`` rounds, each ``--runs`` runs per runner and shape, the runners
-of a shape alternating run by run (the first one rotating). Before every run: sleep
-``--min-idle`` s, then until the server uses < 10 % of a core. Per run: wall time
+of a shape alternating run by run (the first one rotating). Before every run: a full
+garbage collection in the client (``gc.collect()``: every run starts with the same
+collector state, instead of a ~100 ms generation-2 collection falling on one run in
+four at random), sleep ``--min-idle`` s, then until the server uses < 10 % of a core.
+Per run: wall time
 (``asyncio.run`` of one invocation), client CPU (``time.process_time`` over the run),
 server CPU (psutil, from the run's start until the server is idle again), and what
 the run sent to the API (``bench/apicount.py``: requests without the log worker's
 batches, events, log records). Medians over all rounds.
 
-    python bench/tracked.py             # ~11 min; summary on stderr, JSON on stdout
+    python bench/tracked.py             # ~13 min; summary on stderr, JSON on stdout
     python bench/tracked.py --runs 2 --rounds 1 --shapes run-start,line50   # a quick look
     python bench/run.py --only tracked  # the same, and its section of RESULTS.md
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import statistics
@@ -195,7 +199,9 @@ class Server:
 
 
 def measure_one(run: RunOnce, server: Server, count: Any, min_idle: float) -> dict[str, Any]:
-    """One run after the server went idle: times, CPU and what it sent to the API."""
+    """One run after a full collection and with the server idle: times, CPU and what
+    it sent to the API."""
+    gc.collect()
     server.wait_idle(min_idle)
     before = count.totals()
     s0, c0, t0 = server.cpu(), time.process_time(), time.perf_counter()
@@ -227,7 +233,7 @@ def bench(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         s: {r: [] for r in runs[s]} for s in shapes
     }
     with ApiCount() as count:
-        first = {s: {r: _first(fn) for r, fn in runs[s].items()} for s in shapes}
+        first = {s: {r: _first(fn, server) for r, fn in runs[s].items()} for s in shapes}
         # The events worker reads each flow once per process (to relate its events):
         # done for every flow now, not in some measured run.
         ApiCount.drain()
@@ -244,7 +250,11 @@ def bench(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     return {"samples": samples, "first_run": first}
 
 
-def _first(run: RunOnce) -> float:
+def _first(run: RunOnce, server: Server) -> float:
+    """The first (warm-up) run, with the server idle: it includes building the tasks
+    and flows and the first API round trips."""
+    gc.collect()
+    server.wait_idle(0.0)
     t0 = time.perf_counter()
     asyncio.run(_drive(run))
     return time.perf_counter() - t0
@@ -384,9 +394,10 @@ def markdown(result: dict[str, Any]) -> list[str]:
         f"one Prefect {meta['prefect']} server (SQLite, up in {meta['server_start_s']:.0f} s); "
         f"{meta['rounds']} round{'s' if meta['rounds'] > 1 else ''} {TIMES} {meta['runs']} "
         "runs per runner and shape, the runners of "
-        "a shape alternating run by run; before every run ≥ "
-        f"{meta['min_idle']:g} s and the server idle (< 10 % of a core); one warm-up run "
-        f"each. Machine {busy:.0%} busy at start"
+        "a shape alternating run by run; before every run a full garbage collection in the "
+        f"client, ≥ {meta['min_idle']:g} s and the server idle (< 10 % of a core); one "
+        "warm-up run each (*first run*, the server idle before it too). "
+        f"Machine {busy:.0%} busy at start"
         + (" (**busy: numbers less reliable**)" if busy > 0.25 else "")
         + f", load average {meta['load_before']} / {meta['load_after']}. The client runs with "
         "Prefect's default settings (INFO logs to the API); raw tasks and flows are "
@@ -427,8 +438,8 @@ def summary_text(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=5, help="runs per runner, shape and round")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--runs", type=int, default=7, help="runs per runner, shape and round")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--min-idle", type=float, default=0.6, help="s before each run")
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--api-url", help="an existing server (default: start one)")
