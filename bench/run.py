@@ -388,6 +388,10 @@ def markdown(bench: Bench) -> str:
         f"{m.get('server_start_s', 0):.1f} s, peak RSS {m.get('server_rss', '?')}, "
         f"CPU {m.get('server_cpu', '?')} over the bench",
         f"* whole bench: {m.get('wall_s', 0):.0f} s",
+        *(
+            f"* **{script} failed** (its section is missing): {why}"
+            for script, why in m.get("failed", {}).items()
+        ),
         busy_note(bench) + "\n",
         "## Targets\n",
         targets_markdown(
@@ -452,15 +456,32 @@ NOTES = """## How to read this
 def side_bench(
     bench: Bench, script: str, key: str, timeout: float = 600, args: tuple[str, ...] = ()
 ) -> None:
-    """Another bench script in its own process; its output goes to ``bench.meta[key]``."""
-    done = subprocess.run(
-        [sys.executable, str(HERE / script), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=timeout,
-    )
+    """Another bench script in its own process; its output goes to ``bench.meta[key]``.
+
+    A script that fails or times out does not lose the rest of the bench: its section
+    is left out and the report says why (``bench.meta["failed"][script]``)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, str(HERE / script), *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+        stderr = err.stderr.decode() if isinstance(err.stderr, bytes) else err.stderr or ""
+        last = [line for line in stderr.strip().splitlines() if line.strip()][-1:]
+        why = f"{err}" + (f": {last[0].strip()}" if last else "")
+        bench.meta.setdefault("failed", {})[script] = why
+        print(f"{script} failed: {why}", file=sys.stderr, flush=True)
+        return
     bench.meta[key] = done.stdout.strip()
+
+
+def side_json(bench: Bench, key: str) -> None:
+    """The last line of a side bench's output (its JSON), parsed in place."""
+    if key in bench.meta:
+        bench.meta[key] = json.loads(bench.meta[key].splitlines()[-1])
 
 
 def workflow_markdown(bench: Bench) -> list[str]:
@@ -753,17 +774,15 @@ def main(argv: list[str] | None = None) -> None:
         if not args.only or args.only == "definitions":
             # local provider only: measured before the Prefect server exists
             side_bench(bench, "definitions.py", "definitions")
-            text = bench.meta["definitions"]
-            bench.meta["definitions"] = json.loads(text.splitlines()[-1])
+            side_json(bench, "definitions")
         if not args.only or args.only == "streaming":
             side_bench(bench, "streaming.py", "streaming", args=("--prefect",))
-            bench.meta["streaming"] = json.loads(bench.meta["streaming"].splitlines()[-1])
+            side_json(bench, "streaming")
         if not args.only or args.only == "tracked":
             # its own server and process, before the Prefect children's server exists
             quick = ("--runs", "2", "--rounds", "1") if args.quick else ()
             side_bench(bench, "tracked.py", "tracked", timeout=3600, args=quick)
-            text = bench.meta["tracked"]
-            bench.meta["tracked"] = json.loads(text.splitlines()[-1])
+            side_json(bench, "tracked")
         measure_all(bench, set(args.runners.split(",")), workloads)
         if not args.only or args.only == "chain":
             side_bench(bench, "breaker_overhead.py", "breaker")
@@ -784,6 +803,8 @@ def main(argv: list[str] | None = None) -> None:
             "tracked": (tracked_markdown, tracked.BEGIN, tracked.END),
         }[args.only]
         block = section(bench)
+        if not block:  # its script failed: the last run's section stays
+            raise SystemExit(f"{args.only}: {bench.meta.get('failed')}; {args.out} unchanged")
         print("\n" + "\n".join(block))
         args.out.write_text(splice(args.out.read_text(), block, begin, end))
     else:
