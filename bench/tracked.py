@@ -27,11 +27,11 @@ of a shape alternating run by run (the first one rotating). Before every run: a 
 garbage collection in the client (``gc.collect()``: every run starts with the same
 collector state, instead of a ~100 ms generation-2 collection falling on one run in
 four at random), sleep ``--min-idle`` s, then until the server uses < 10 % of a core.
-Per run: wall time
-(``asyncio.run`` of one invocation), client CPU (``time.process_time`` over the run),
-server CPU (psutil, from the run's start until the server is idle again), and what
-the run sent to the API (``bench/apicount.py``: requests without the log worker's
-batches, events, log records). Medians over all rounds.
+Per run: wall time (``asyncio.run`` of one invocation), client CPU
+(``time.process_time`` over the run), server CPU (psutil, from the run's start until
+the server is idle again), and what the run sent to the API (``bench/apicount.py``:
+requests without the log worker's batches, events, log records). Medians over all
+rounds.
 
     python bench/tracked.py             # ~13 min; summary on stderr, JSON on stdout
     python bench/tracked.py --runs 2 --rounds 1 --shapes run-start,line50   # a quick look
