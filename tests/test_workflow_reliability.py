@@ -135,9 +135,16 @@ def test_cancelling_a_run_whose_owner_died_runs_its_compensations(
     tmp_path: Path, client: str
 ) -> None:
     wid = new_id(f"dead-{client}")
-    ledger = _host_and_kill(
-        tmp_path, wid, "signals", '{"expect": 1}', lambda got: "do second" in got
-    )
+
+    def both_steps_recorded(got: list[str]) -> bool:
+        # Killed once the second step's result (and its undo) is stored, not merely
+        # once its code wrote the ledger: an unrecorded step has nothing to undo.
+        if "do second" not in got:
+            return False
+        steps = signals.query(wid, None, "steps").values()
+        return sum(s is bf.StepStatus.COMPLETED for s in steps) >= 2
+
+    ledger = _host_and_kill(tmp_path, wid, "signals", '{"expect": 1}', both_steps_recorded)
     if client == "workflow":  # has the code: compensates at once
         signals.cancel(wid)
     else:  # by id only: the cancel is recorded, the resume acts on it
